@@ -1,0 +1,1 @@
+"""Adapters: the edges where cardvault touches Redis, key material and the outside world."""

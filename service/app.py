@@ -1,0 +1,95 @@
+"""create_app: the aiohttp application with its resources, middlewares and routes.
+
+Redis is a ``cleanup_ctx`` resource.  If Redis is not reachable at start the
+application still starts, answers /healthz, reports not-ready at /readyz and
+503 elsewhere, and finishes its bootstrap in the background as soon as Redis
+answers; it never needs a restart to recover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from service.adapters.keyring import Keyring, MasterKeys
+from service.adapters.redis_client import make_client
+from service.adapters.store import VaultStore
+from service.agencies import AgencyService
+from service.clock import Clock, system_clock
+from service.errors import StoreUnavailable
+from service.http import middlewares
+from service.http.routes import add_routes
+from service.http.state import SERVICES, Services
+from service.preflight import Findings, check_redis_persistence
+from service.settings import Settings
+from service.vault import Vault
+
+log = structlog.get_logger("cardvault.app")
+BOOTSTRAP_RETRY_SECONDS = 1.0
+
+
+async def bootstrap(svc: Services, store: VaultStore) -> None:
+    """Load the pepper (creating it on a fresh Redis) and check persistence."""
+    svc.keyring.load_pepper(await store.system_pepper(svc.keyring.new_wrapped_pepper()))
+    findings = Findings()
+    check_redis_persistence(svc.settings, await store.persistence(), findings)
+    for warning in findings.warnings:
+        log.warning("startup check", problem=warning)
+    findings.raise_if_fatal()
+    svc.store = store
+    svc.agencies = AgencyService(store, svc.keyring, svc.clock, cache_seconds=svc.settings.auth.cache_seconds)
+    svc.vault = Vault(store, svc.settings.tokens, svc.clock)
+    log.info("vault ready")
+
+
+async def _bootstrap_until_done(svc: Services, store: VaultStore) -> None:
+    while True:
+        try:
+            await bootstrap(svc, store)
+            return
+        except StoreUnavailable as exc:
+            log.warning("waiting for redis", reason=str(exc))
+            await asyncio.sleep(BOOTSTRAP_RETRY_SECONDS)
+
+
+def redis_context(redis_url: str) -> object:
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+        svc = app[SERVICES]
+        client = make_client(redis_url, svc.settings.redis)
+        store = VaultStore(client)
+        retry: asyncio.Task[None] | None = None
+        try:
+            await bootstrap(svc, store)
+        except StoreUnavailable as exc:
+            log.warning("redis unavailable at start; will keep trying", reason=str(exc))
+            retry = asyncio.create_task(_bootstrap_until_done(svc, store))
+        yield
+        if retry is not None:
+            retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retry
+        await client.aclose()
+
+    return redis_ctx
+
+
+def create_app(
+    settings: Settings,
+    master_keys: MasterKeys,
+    *,
+    redis_url: str,
+    clock: Clock = system_clock,
+    tls: bool = True,
+) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.server.max_body_bytes,
+        middlewares=[middlewares.request_id, middlewares.security_headers, middlewares.errors],
+    )
+    app[SERVICES] = Services(settings=settings, clock=clock, keyring=Keyring(master_keys), tls=tls)
+    app.cleanup_ctx.append(redis_context(redis_url))  # type: ignore[arg-type]
+    add_routes(app)
+    return app

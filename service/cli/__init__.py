@@ -1,0 +1,51 @@
+"""The `cardvault` command: serve, config, agency and keys subcommands.
+
+Every subcommand reads the same settings (``--config``, ``--data-dir``,
+``CARDVAULT_*``) and so works against the same embedded data directory or
+external Redis as a running ``cardvault serve``.  Known failures print one
+``Error: ...`` line and exit 1; nothing prints a key or card it should not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from service import __version__
+from service.cli.agency import agency
+from service.cli.config import config
+from service.cli.keys import keys
+from service.cli.serve import serve
+from service.errors import CardvaultError
+
+
+class CardvaultGroup(click.Group):
+    """Turns the service's own errors into one clear line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CardvaultError as exc:
+            raise click.ClickException(str(exc)) from None
+        except ValueError as exc:
+            # Domain validation of operator input (slugs, origins) raises ValueError subclasses.
+            if type(exc).__module__.startswith("service."):
+                raise click.ClickException(str(exc)) from None
+            raise
+
+
+@click.group(cls=CardvaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cardvault")
+def cli() -> None:
+    """cardvault: payment-card tokenization for state agencies."""
+
+
+cli.add_command(serve)
+cli.add_command(config)
+cli.add_command(agency)
+cli.add_command(keys)
+
+
+def main() -> None:
+    cli(prog_name="cardvault")

@@ -1,0 +1,42 @@
+"""`cardvault config check`: validate settings, keys and certificates without starting."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import click
+
+from service.cli.options import settings_from, settings_options
+from service.cli.runtime import master_keys_for
+from service.preflight import Findings, check_certificate_file
+from service.settings import defaults_as_dict
+
+
+@click.group()
+def config() -> None:
+    """Inspect and validate configuration."""
+
+
+@config.command("check")
+@settings_options
+def check(config_file: Path | None, data_dir: Path | None) -> None:
+    """Validate settings (file + CARDVAULT_* variables) and the keys and certificate they name."""
+    settings = settings_from(config_file, data_dir)
+    findings = Findings()
+    if settings.keys.master_key_file is not None or settings.production:
+        _, warnings = master_keys_for(settings)
+        findings.warnings += warnings
+    if settings.tls.cert_file is not None and not settings.server.plain_http:
+        check_certificate_file(settings, settings.tls.cert_file, findings, now=dt.datetime.now(dt.UTC))
+    for warning in findings.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    findings.raise_if_fatal()
+    click.echo(f"ok: {settings.mode} settings are valid")
+
+
+@config.command("defaults")
+def defaults() -> None:
+    """Print every setting with its default value, as YAML-compatible JSON."""
+    click.echo(json.dumps(defaults_as_dict(), indent=2))

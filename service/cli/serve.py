@@ -1,0 +1,134 @@
+"""`cardvault serve`: run the vault over HTTPS, on the embedded Redis unless told otherwise.
+
+First start on an empty data directory (development mode): generate a
+master key and a self-signed certificate (files mode 0600), start the private
+Redis, create a ``demo`` agency, and print the URL and the demo keys.  Later
+starts reuse all of it.  Production mode generates nothing and refuses what
+only development tolerates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import ssl
+from pathlib import Path
+
+import click
+import structlog
+from aiohttp import web
+
+from service.adapters.embedded_redis import EmbeddedRedis
+from service.adapters.keyring import write_secret_file
+from service.app import create_app
+from service.cli.asyncrun import loop_factory
+from service.cli.options import settings_from, settings_options
+from service.cli.runtime import master_keys_for
+from service.errors import OperatorError
+from service.http.state import SERVICES
+from service.logs import AccessLogger, configure_logging
+from service.preflight import Findings, check_certificate_file
+from service.settings import Settings
+from service.tls.certs import ensure_development_certificate
+from service.tls.mozilla import server_context
+
+log = structlog.get_logger("cardvault.serve")
+DEMO_SLUG = "demo"
+DEMO_ORIGINS = ("http://localhost:8000", "http://127.0.0.1:8000")
+DEMO_KEYS_FILE = "demo-agency.json"
+
+
+def tls_context(settings: Settings, findings: Findings) -> ssl.SSLContext | None:
+    if settings.server.plain_http:
+        log.warning("serving plain HTTP: only for running behind the firewall proxy that terminates TLS")
+        return None
+    cert, key = settings.tls.cert_file, settings.tls.key_file
+    if cert is None or key is None:
+        if settings.production:
+            findings.add("tls.cert_file: production mode needs a real certificate (tls.cert_file, tls.key_file)", production=True)
+            findings.raise_if_fatal()
+        cert, key, _ = ensure_development_certificate(settings.data_dir)
+    check_certificate_file(settings, cert, findings, now=dt.datetime.now(dt.UTC))
+    findings.raise_if_fatal()
+    return server_context(cert, key)
+
+
+def demo_agency_hook(settings: Settings, url: str) -> web.AppKey | object:
+    async def on_startup(app: web.Application) -> None:
+        svc = app[SERVICES]
+        keys_file = settings.data_dir / DEMO_KEYS_FILE
+        if not settings.production and svc.agencies is not None and not keys_file.exists():
+            if not await svc.agencies.list():
+                agency, issued = await svc.agencies.create(DEMO_SLUG, DEMO_ORIGINS)
+                write_secret_file(
+                    keys_file,
+                    json.dumps({"agency": agency.slug, "publishable_key": issued.publishable_key,
+                                "secret_key": issued.secret_key}),
+                )
+        click.echo(f"cardvault {settings.mode} listening on {url}")
+        if not settings.production and keys_file.exists():
+            demo = json.loads(keys_file.read_text(encoding="utf-8"))
+            click.echo(f"demo agency {demo['agency']!r} (keys kept in {keys_file}):")
+            click.echo(f"  publishable key: {demo['publishable_key']}")
+            click.echo(f"  secret key:      {demo['secret_key']}")
+
+    return on_startup
+
+
+@click.command()
+@click.option("--host", help="Address to listen on [default 127.0.0.1].")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port to listen on [default 8443].")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM certificate chain.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM private key.")
+@settings_options
+def serve(
+    host: str | None,
+    port: int | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    config_file: Path | None,
+    data_dir: Path | None,
+) -> None:
+    """Run the vault's HTTPS API."""
+    if bool(tls_cert) != bool(tls_key):
+        raise OperatorError("give --tls-cert and --tls-key together")
+    settings = settings_from(
+        config_file, data_dir, **{"server.host": host, "server.port": port, "tls.cert_file": tls_cert, "tls.key_file": tls_key}
+    )
+    configure_logging(settings.log.level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    keyring, warnings = master_keys_for(settings)
+    for warning in warnings:
+        log.warning("startup check", problem=warning)
+    findings = Findings()
+    context = tls_context(settings, findings)
+    for warning in findings.warnings:
+        log.warning("startup check", problem=warning)
+
+    embedded = EmbeddedRedis(settings.data_dir) if settings.embedded_redis else None
+    if embedded is not None:
+        embedded.start()
+        log.info("embedded redis started", socket=str(embedded.socket_path))
+    redis_url = embedded.url if embedded is not None else settings.redis.url
+    assert redis_url is not None
+    scheme = "https" if context is not None else "http"
+    url = f"{scheme}://{settings.server.host}:{settings.server.port}"
+    try:
+        app = create_app(settings, keyring.master, redis_url=redis_url, tls=context is not None)
+        app.on_startup.append(demo_agency_hook(settings, url))  # type: ignore[arg-type]
+        factory = loop_factory()
+        web.run_app(
+            app,
+            host=settings.server.host,
+            port=settings.server.port,
+            ssl_context=context,
+            access_log_class=AccessLogger,
+            print=None,
+            shutdown_timeout=settings.server.shutdown_timeout,
+            loop=factory() if factory else asyncio.new_event_loop(),
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            log.info("embedded redis stopped")

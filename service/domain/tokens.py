@@ -1,0 +1,136 @@
+"""Tokens: ids that say nothing about the card, and the record a token's ciphertext holds.
+
+An opaque id is ``tok_`` plus 144 random bits; a pan-shaped id is all digits,
+as long as the card, keeps its last four and always fails the Luhn check, so
+legacy systems with a card-number column can hold it and nothing mistakes it
+for a card.  The stored record is compact JSON that exists in plaintext only
+in memory between decryption and use.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.domain.cards import Brand, CardNumber, parse_card_number
+
+OPAQUE_PREFIX = "tok_"
+OPAQUE_RANDOM_BYTES = 18  # 144 bits, more than the 128 the design asks for
+TOKEN_ID_PATTERN = re.compile(r"^(?:tok_[A-Za-z0-9_-]{24}|[0-9]{12,19})$")
+
+
+class TokenFormat(enum.StrEnum):
+    OPAQUE = "opaque"
+    PAN_SHAPED = "pan_shaped"
+
+
+def new_opaque_token_id() -> str:
+    return OPAQUE_PREFIX + secrets.token_urlsafe(OPAQUE_RANDOM_BYTES)
+
+
+def is_token_id(value: str) -> bool:
+    """Whether ``value`` could be a token id at all (cheap check before touching Redis)."""
+    return bool(TOKEN_ID_PATTERN.match(value))
+
+
+def format_of(token_id: str) -> TokenFormat:
+    return TokenFormat.OPAQUE if token_id.startswith(OPAQUE_PREFIX) else TokenFormat.PAN_SHAPED
+
+
+@dataclass(frozen=True, repr=False)
+class StoredCard:
+    """Everything a token's ciphertext holds; prints without the number."""
+
+    number: CardNumber
+    exp_month: int
+    exp_year: int
+    fingerprint: str
+    created: int
+    expires_at: int
+    name: str | None = None
+    postal_code: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"StoredCard({self.number!r}, exp={self.exp_month:02d}/{self.exp_year})"
+
+    def to_bytes(self) -> bytes:
+        record: dict[str, Any] = {
+            "n": self.number.reveal(),
+            "m": self.exp_month,
+            "y": self.exp_year,
+            "f": self.fingerprint,
+            "c": self.created,
+            "e": self.expires_at,
+        }
+        if self.name is not None:
+            record["nm"] = self.name
+        if self.postal_code is not None:
+            record["pc"] = self.postal_code
+        if self.metadata:
+            record["md"] = dict(self.metadata)
+        return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> StoredCard:
+        record = json.loads(data)
+        return cls(
+            number=parse_card_number(record["n"]),
+            exp_month=record["m"],
+            exp_year=record["y"],
+            fingerprint=record["f"],
+            created=record["c"],
+            expires_at=record["e"],
+            name=record.get("nm"),
+            postal_code=record.get("pc"),
+            metadata=record.get("md", {}),
+        )
+
+
+@dataclass(frozen=True)
+class CardSummary:
+    """What may be shown about a card: brand, first six, last four, expiry, fingerprint."""
+
+    brand: Brand
+    last4: str
+    bin: str
+    exp_month: int
+    exp_year: int
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class TokenView:
+    """A token as the API shows it: never the number, never the CVC."""
+
+    id: str
+    format: TokenFormat
+    card: CardSummary
+    cvc_retained: bool
+    created: int
+    expires_at: int
+    metadata: Mapping[str, str]
+
+    @classmethod
+    def of(cls, token_id: str, stored: StoredCard, *, cvc_retained: bool) -> TokenView:
+        return cls(
+            id=token_id,
+            format=format_of(token_id),
+            card=CardSummary(
+                brand=stored.number.brand,
+                last4=stored.number.last4,
+                bin=stored.number.bin,
+                exp_month=stored.exp_month,
+                exp_year=stored.exp_year,
+                fingerprint=stored.fingerprint,
+            ),
+            cvc_retained=cvc_retained,
+            created=stored.created,
+            expires_at=stored.expires_at,
+            metadata=stored.metadata,
+        )

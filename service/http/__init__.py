@@ -1,0 +1,1 @@
+"""The HTTP layer: routes, middlewares, request parsing and response shaping."""

@@ -1,0 +1,100 @@
+"""Middlewares every request passes: request id, errors to problem+json, security headers.
+
+Order (outermost first): ``request_id`` names the request, ``security_headers``
+stamps every answer (including error answers), ``errors`` turns every
+exception into a problem document.  Nothing here reads the request body.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from service.errors import ApiError, DecryptionFailed, KeyringError, StoreUnavailable
+from service.http import problems
+from service.http.state import SERVICES
+from service.tls.mozilla import HSTS_HEADER_VALUE
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID = web.RequestKey("request_id", str)
+INBOUND_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+
+log = structlog.get_logger("cardvault.http")
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "interest-cohort=(), payment=(), camera=(), microphone=(), geolocation=()",
+}
+
+
+def request_id_of(request: web.Request) -> str | None:
+    return request.get(REQUEST_ID)
+
+
+@web.middleware
+async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Use the proxy's X-Request-Id when it is well-formed, else mint one; echo it back."""
+    inbound = request.headers.get("X-Request-Id", "")
+    rid = inbound if INBOUND_REQUEST_ID.match(inbound) else "req_" + secrets.token_hex(12)
+    request[REQUEST_ID] = rid
+    structlog.contextvars.bind_contextvars(request_id=rid)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers["X-Request-Id"] = rid
+        raise
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    response.headers["X-Request-Id"] = rid
+    return response
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Defaults for every answer; a handler that needs another policy sets its own first."""
+    response = await handler(request)
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.app[SERVICES].tls:
+        response.headers.setdefault("Strict-Transport-Security", HSTS_HEADER_VALUE)
+    return response
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as problem+json; unexpected ones are logged, never echoed."""
+    rid = request_id_of(request)
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        log.info("request refused", code=exc.code, status=exc.status, path=request.path)
+        return problems.from_api_error(exc, rid)
+    except StoreUnavailable as exc:
+        log.warning("store unavailable", reason=str(exc), path=request.path)
+        return problems.problem_response(
+            503, "store_unavailable", "The vault's store is unavailable; retry shortly",
+            request_id=rid, headers={"Retry-After": "1"},
+        )
+    except DecryptionFailed:
+        log.error("stored ciphertext failed authentication", path=request.path)
+        return problems.problem_response(500, "integrity_error", "Stored data failed its integrity check", request_id=rid)
+    except KeyringError as exc:
+        log.error("keyring error", reason=str(exc), path=request.path)
+        return problems.problem_response(503, "keys_unavailable", "The vault's keys are not available", request_id=rid)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problems.from_http_exception(exc, rid)
+    except Exception:
+        log.exception("unhandled error", path=request.path)
+        return problems.problem_response(500, "internal_error", "Internal error", request_id=rid)

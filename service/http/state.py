@@ -1,0 +1,39 @@
+"""Typed application state: what handlers may reach, under one AppKey."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from service.adapters.keyring import Keyring
+from service.adapters.store import VaultStore
+from service.agencies import AgencyService
+from service.clock import Clock
+from service.settings import Settings
+from service.vault import Vault
+
+
+@dataclass
+class Services:
+    """Everything a request handler needs, built once per application."""
+
+    settings: Settings
+    clock: Clock
+    keyring: Keyring
+    store: VaultStore | None = None
+    agencies: AgencyService | None = None
+    vault: Vault | None = None
+    tls: bool = True
+    startup_problems: list[str] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return self.store is not None and self.keyring.ready
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]

@@ -1,0 +1,47 @@
+"""The tokens API: POST, GET, DELETE /v1/tokens and listing by fingerprint."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.http.auth import authenticate
+from service.http.body import load, read_and_load
+from service.http.schemas import TokenCreateSchema, TokenListQuerySchema, token_json, tokenize_request
+from service.http.state import services
+from service.vault import Vault, utc_now
+
+
+def _vault(request: web.Request) -> Vault:
+    vault = services(request).vault
+    assert vault is not None  # authenticate() has already refused when not ready
+    return vault
+
+
+async def create_token(request: web.Request) -> web.Response:
+    principal = await authenticate(request, publishable_ok=True)
+    data = await read_and_load(request, TokenCreateSchema())
+    today = utc_now(services(request).clock).date()
+    result = await _vault(request).tokenize(principal, tokenize_request(data, today=today))
+    response = web.json_response(token_json(result.token), status=201 if result.created else 200)
+    if result.created:
+        response.headers["Location"] = f"/v1/tokens/{result.token.id}"
+    return response
+
+
+async def get_token(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    view = await _vault(request).get(principal, request.match_info["token_id"])
+    return web.json_response(token_json(view))
+
+
+async def delete_token(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    await _vault(request).delete(principal, request.match_info["token_id"])
+    return web.Response(status=204)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    query = load(TokenListQuerySchema(), dict(request.query))
+    views = await _vault(request).by_fingerprint(principal, query["fingerprint"])
+    return web.json_response({"object": "list", "data": [token_json(v) for v in views]})

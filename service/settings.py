@@ -1,0 +1,332 @@
+"""Settings: defaults, a YAML file and CARDVAULT_* variables, validated once.
+
+Everything the service can be told lives here as marshmallow schemas that
+load into frozen dataclasses, so the rest of the code reads typed attributes
+and a bad value stops start-up with one line that names the key.
+
+Precedence, lowest first: the schema defaults (mirrored in
+``config/default.yaml``), the file given by ``--config`` or
+``CARDVAULT_CONFIG``, ``CARDVAULT_*`` environment variables, command-line
+flags.  Environment names map to keys by lower-casing and splitting on a
+double underscore: ``CARDVAULT_SERVER__PORT`` is ``server.port``; the
+top-level keys have plain names (``CARDVAULT_MODE``, ``CARDVAULT_DATA_DIR``)
+and ``CARDVAULT_REDIS_URL`` is kept as the familiar name of ``redis.url``.
+
+The master key itself is never a setting that a file can hold: it comes from
+``keys.master_key_file`` or the ``CARDVAULT_MASTER_KEY`` variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from service.errors import ConfigError
+
+ENV_PREFIX = "CARDVAULT_"
+#: Variables that are read elsewhere and are not settings keys.
+ENV_NOT_SETTINGS = frozenset({"CARDVAULT_CONFIG", "CARDVAULT_MASTER_KEY", "CARDVAULT_TEST_CLOCK"})
+ENV_ALIASES: Mapping[str, tuple[str, ...]] = {"REDIS_URL": ("redis", "url")}
+
+Mode = Literal["development", "production"]
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8443
+    plain_http: bool = False
+    max_body_bytes: int = 32 * 1024
+    shutdown_timeout: float = 15.0
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str | None = None
+    socket_timeout: float = 5.0
+    connect_timeout: float = 2.0
+    max_connections: int = 64
+    assume_durable: bool = False
+
+
+@dataclass(frozen=True)
+class KeySettings:
+    master_key_file: Path | None = None
+    previous_master_key_files: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    cvc_ttl_seconds: int = 900
+    default_ttl_days: int | None = None
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    cache_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: Mode = "development"
+    data_dir: Path = Path("var")
+    server: ServerSettings = field(default_factory=ServerSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    keys: KeySettings = field(default_factory=KeySettings)
+    tokens: TokenSettings = field(default_factory=TokenSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    @property
+    def production(self) -> bool:
+        return self.mode == "production"
+
+    @property
+    def embedded_redis(self) -> bool:
+        """No Redis URL given: `serve` runs a private redis-server under data_dir."""
+        return self.redis.url is None
+
+
+class _Section(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class ServerSchema(_Section):
+    host = fields.String(load_default=ServerSettings.host, validate=validate.Length(min=1, max=255))
+    port = fields.Integer(load_default=ServerSettings.port, validate=validate.Range(1, 65535))
+    plain_http = fields.Boolean(load_default=ServerSettings.plain_http)
+    max_body_bytes = fields.Integer(
+        load_default=ServerSettings.max_body_bytes, validate=validate.Range(1024, 1024 * 1024)
+    )
+    shutdown_timeout = fields.Float(load_default=ServerSettings.shutdown_timeout, validate=validate.Range(0, 300))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> ServerSettings:
+        return ServerSettings(**data)
+
+
+class TlsSchema(_Section):
+    cert_file = fields.String(load_default=None, allow_none=True)
+    key_file = fields.String(load_default=None, allow_none=True)
+
+    @validates_schema
+    def both_or_neither(self, data: dict[str, Any], **_: Any) -> None:
+        if bool(data.get("cert_file")) != bool(data.get("key_file")):
+            raise ValidationError("give both cert_file and key_file, or neither", "cert_file")
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> TlsSettings:
+        return TlsSettings(**{k: Path(v) if v else None for k, v in data.items()})
+
+
+class RedisSchema(_Section):
+    url = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(
+            r"^(redis|rediss|unix)://", error="must start with redis://, rediss:// or unix://"
+        ),
+    )
+    socket_timeout = fields.Float(load_default=RedisSettings.socket_timeout, validate=validate.Range(0.1, 60))
+    connect_timeout = fields.Float(load_default=RedisSettings.connect_timeout, validate=validate.Range(0.1, 60))
+    max_connections = fields.Integer(load_default=RedisSettings.max_connections, validate=validate.Range(1, 10000))
+    assume_durable = fields.Boolean(load_default=RedisSettings.assume_durable)
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> RedisSettings:
+        return RedisSettings(**data)
+
+
+class KeysSchema(_Section):
+    master_key_file = fields.String(load_default=None, allow_none=True)
+    previous_master_key_files = fields.List(fields.String(), load_default=list)
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> KeySettings:
+        master = data["master_key_file"]
+        return KeySettings(
+            master_key_file=Path(master) if master else None,
+            previous_master_key_files=tuple(Path(p) for p in data["previous_master_key_files"]),
+        )
+
+
+class TokensSchema(_Section):
+    cvc_ttl_seconds = fields.Integer(
+        load_default=TokenSettings.cvc_ttl_seconds,
+        validate=validate.Range(60, 3600, error="must be between 60 and 3600 seconds (PCI: at most an hour)"),
+    )
+    default_ttl_days = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 3660))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> TokenSettings:
+        return TokenSettings(**data)
+
+
+class AuthSchema(_Section):
+    cache_seconds = fields.Float(load_default=AuthSettings.cache_seconds, validate=validate.Range(0, 60))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> AuthSettings:
+        return AuthSettings(**data)
+
+
+class LogSchema(_Section):
+    level = fields.String(
+        load_default=LogSettings.level, validate=validate.OneOf(["debug", "info", "warning", "error"])
+    )
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> LogSettings:
+        return LogSettings(**data)
+
+
+class SettingsSchema(_Section):
+    mode = fields.String(load_default="development", validate=validate.OneOf(["development", "production"]))
+    data_dir = fields.String(load_default="var", validate=validate.Length(min=1))
+    server = fields.Nested(ServerSchema, load_default=lambda: ServerSchema().load({}))
+    tls = fields.Nested(TlsSchema, load_default=lambda: TlsSchema().load({}))
+    redis = fields.Nested(RedisSchema, load_default=lambda: RedisSchema().load({}))
+    keys = fields.Nested(KeysSchema, load_default=lambda: KeysSchema().load({}))
+    tokens = fields.Nested(TokensSchema, load_default=lambda: TokensSchema().load({}))
+    auth = fields.Nested(AuthSchema, load_default=lambda: AuthSchema().load({}))
+    log = fields.Nested(LogSchema, load_default=lambda: LogSchema().load({}))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> Settings:
+        return Settings(**{**data, "data_dir": Path(data["data_dir"])})
+
+
+def _first_error(messages: Any, path: tuple[str, ...] = ()) -> tuple[str, str]:
+    """The first (dotted key, message) in marshmallow's nested error dict."""
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            return _first_error(value, (*path, str(key)))
+    if isinstance(messages, list) and messages:
+        return _first_error(messages[0], path)
+    return ".".join(path) or "(top level)", str(messages)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path}: not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping of settings")
+    if "master_key" in (data.get("keys") or {}):
+        raise ConfigError(
+            f"config file {path}: keys.master_key: a master key never goes in a config file; "
+            "use keys.master_key_file or the CARDVAULT_MASTER_KEY variable"
+        )
+    return data
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Nested overrides from CARDVAULT_* variables, and which key came from which variable."""
+    overrides: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_SETTINGS:
+            continue
+        suffix = name[len(ENV_PREFIX) :]
+        path = ENV_ALIASES.get(suffix) or tuple(part.lower() for part in suffix.split("__"))
+        _set_path(overrides, path, _env_value(path, value))
+        sources[".".join(path)] = name
+    return overrides, sources
+
+
+def _env_value(path: tuple[str, ...], value: str) -> Any:
+    if path == ("keys", "previous_master_key_files"):
+        return [part for part in (p.strip() for p in value.split(",")) if part]
+    if value == "" or value.lower() in ("null", "none"):
+        return None
+    return value
+
+
+def _set_path(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = target
+    for key in path[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[path[-1]] = value
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    config_file: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the one Settings object from file, environment and flags, or raise ConfigError."""
+    env = os.environ if environ is None else environ
+    if config_file is None and env.get("CARDVAULT_CONFIG"):
+        config_file = Path(env["CARDVAULT_CONFIG"])
+    raw: dict[str, Any] = _read_yaml(config_file) if config_file else {}
+    env_data, sources = _env_overrides(env)
+    raw = _merge(raw, env_data)
+    raw = _merge(raw, overrides or {})
+    try:
+        settings: Settings = SettingsSchema().load(raw)
+    except ValidationError as exc:
+        key, message = _first_error(exc.messages)
+        env_name = next((name for k, name in sources.items() if k == key or k.startswith(key + ".")), None)
+        origin = f" (from {env_name})" if env_name else (f" (in {config_file})" if config_file else "")
+        raise ConfigError(f"{key}: {message}{origin}") from None
+    return settings
+
+
+def defaults_as_dict() -> dict[str, Any]:
+    """The schema defaults as plain data, for comparing with config/default.yaml."""
+    dumped: dict[str, Any] = SettingsSchema(unknown=EXCLUDE).load({}).__dict__
+    return _plain(dumped)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _plain(getattr(value, k)) for k in value.__dataclass_fields__}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
