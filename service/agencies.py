@@ -8,8 +8,8 @@ rotated key therefore stops working everywhere within that many seconds.
 
 from __future__ import annotations
 
-import time
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 

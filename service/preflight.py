@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.errors import ConfigError
-from service.tls.certs import check_certificate, inspect_certificate
 from service.settings import Settings
+from service.tls.certs import check_certificate, inspect_certificate
 
 
 @dataclass

@@ -142,9 +142,7 @@ class RedisSchema(_Section):
     url = fields.String(
         load_default=None,
         allow_none=True,
-        validate=validate.Regexp(
-            r"^(redis|rediss|unix)://", error="must start with redis://, rediss:// or unix://"
-        ),
+        validate=validate.Regexp(r"^(redis|rediss|unix)://", error="must start with redis://, rediss:// or unix://"),
     )
     socket_timeout = fields.Float(load_default=RedisSettings.socket_timeout, validate=validate.Range(0.1, 60))
     connect_timeout = fields.Float(load_default=RedisSettings.connect_timeout, validate=validate.Range(0.1, 60))
@@ -316,8 +314,8 @@ def load_settings(
 
 def defaults_as_dict() -> dict[str, Any]:
     """The schema defaults as plain data, for comparing with config/default.yaml."""
-    dumped: dict[str, Any] = SettingsSchema(unknown=EXCLUDE).load({}).__dict__
-    return _plain(dumped)
+    plain: dict[str, Any] = _plain(SettingsSchema(unknown=EXCLUDE).load({}))
+    return plain
 
 
 def _plain(value: Any) -> Any:

@@ -90,9 +90,7 @@ class Vault:
         cvc_expires_ms = millis(min(now + self.settings.cvc_ttl_seconds, expires_at))
         for _ in range(ID_ATTEMPTS):
             token_id = (
-                new_opaque_token_id()
-                if request.format is TokenFormat.OPAQUE
-                else make_pan_shaped(request.number)
+                new_opaque_token_id() if request.format is TokenFormat.OPAQUE else make_pan_shaped(request.number)
             )
             result = await self.store.put_token(
                 agency_id,
@@ -109,7 +107,8 @@ class Vault:
             if result.outcome == "created":
                 return Tokenized(TokenView.of(token_id, stored, cvc_retained=request.cvc is not None), True)
             if result.outcome == "existing":
-                assert result.existing_id is not None and result.existing_blob is not None
+                assert result.existing_id is not None
+                assert result.existing_blob is not None
                 existing = StoredCard.from_bytes(keys.open_card(result.existing_id, result.existing_blob))
                 cvc_retained = result.existing_cvc
                 if request.cvc is not None:

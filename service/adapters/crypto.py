@@ -84,7 +84,10 @@ def master_key_id(master_key: bytes) -> bytes:
     """A short public identifier of a master key: which one wrapped a data key."""
     _check_key(master_key)
     digest: bytes = nacl.hash.blake2b(
-        b"", key=master_key, person=b"cv-master-key-id", digest_size=MASTER_KEY_ID_BYTES,
+        b"",
+        key=master_key,
+        person=b"cv-master-key-id",
+        digest_size=MASTER_KEY_ID_BYTES,
         encoder=nacl.encoding.RawEncoder,
     )
     return digest

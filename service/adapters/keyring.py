@@ -60,7 +60,9 @@ def parse_master_key(text: str, *, source: str) -> MasterKey:
     try:
         secret = base64.b64decode(line.replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError):
-        raise ConfigError(f"master key from {source}: not base64 (generate one with `cardvault keys generate-master`)") from None
+        raise ConfigError(
+            f"master key from {source}: not base64 (generate one with `cardvault keys generate-master`)"
+        ) from None
     if len(secret) != crypto.KEY_BYTES:
         raise ConfigError(f"master key from {source}: must decode to 32 bytes, got {len(secret)}")
     return MasterKey(secret, development=development, source=source)
@@ -80,7 +82,9 @@ def read_master_key_file(path: Path, *, strict_permissions: bool) -> tuple[Maste
         raise ConfigError(f"master key file {path}: cannot read it ({getattr(exc, 'strerror', exc)})") from None
     warnings: list[str] = []
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        message = f"master key file {path}: readable by group or others (mode {stat.S_IMODE(info.st_mode):04o}); chmod 600 it"
+        message = (
+            f"master key file {path}: readable by group or others (mode {stat.S_IMODE(info.st_mode):04o}); chmod 600 it"
+        )
         if strict_permissions:
             raise ConfigError(message)
         warnings.append(message)
@@ -251,7 +255,12 @@ class Keyring:
         """Unwrap (once per distinct wrapped set) the keys an agency's requests need."""
         # Wrapped blobs are ciphertexts, safe to use as the cache key; a rotation or a
         # rewrap changes them, so a stale entry is never served.
-        cache_key = (agency_id, wrapped.current_version, tuple(sorted(wrapped.data_keys.items())), wrapped.fingerprint_key)
+        cache_key = (
+            agency_id,
+            wrapped.current_version,
+            tuple(sorted(wrapped.data_keys.items())),
+            wrapped.fingerprint_key,
+        )
         cached = self._agency_cache.get(cache_key)
         if cached is not None:
             return cached
@@ -277,7 +286,11 @@ class Keyring:
 
 
 def load_master_keys(
-    *, master_key_file: Path | None, previous_files: Sequence[Path], data_dir: Path, production: bool,
+    *,
+    master_key_file: Path | None,
+    previous_files: Sequence[Path],
+    data_dir: Path,
+    production: bool,
     environ: Mapping[str, str],
 ) -> tuple[MasterKeys, list[str]]:
     """Find the master key: CARDVAULT_MASTER_KEY, else the key file, else (development only) a generated one.
@@ -301,8 +314,7 @@ def load_master_keys(
     if current.development:
         if production:
             raise ConfigError(
-                f"master key from {current.source}: this is a generated development key; "
-                "production mode refuses it"
+                f"master key from {current.source}: this is a generated development key; production mode refuses it"
             )
         warnings.append(f"using the development master key {current.source}; never use it for real cards")
     previous = []

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as redis
-import redis.exceptions
+import redis.exceptions as redis_exc
 
 from service.adapters.keyring import WrappedAgencyKeys
 from service.domain.agencies import Agency, AgencyStatus, KeyKind
@@ -56,7 +56,16 @@ def api_key_key(key_hash: str) -> str:
     return f"cv:apikey:{key_hash}"
 
 
-_UNAVAILABLE_REPLIES = ("OOM", "READONLY", "MISCONF", "NOREPLICAS", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN")
+_UNAVAILABLE_REPLIES = (
+    "OOM",
+    "READONLY",
+    "MISCONF",
+    "NOREPLICAS",
+    "LOADING",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+)
 
 
 @contextlib.contextmanager
@@ -64,16 +73,16 @@ def redis_errors() -> Iterator[None]:
     """Turn Redis trouble into StoreUnavailable; let programming errors through."""
     try:
         yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    except (redis_exc.ConnectionError, redis_exc.TimeoutError) as exc:
         raise StoreUnavailable(f"Redis unreachable: {type(exc).__name__}") from None
-    except redis.exceptions.ResponseError as exc:
+    except redis_exc.ResponseError as exc:
         reply = str(exc)
         if reply.startswith(_UNAVAILABLE_REPLIES) or "NOPERM" in reply or "NOAUTH" in reply:
             raise StoreUnavailable(f"Redis refused: {reply.split(' ', 1)[0]}") from None
         raise
 
 
-_PUT_TOKEN = """
+_PUT_CARD_LUA = """
 -- KEYS: token, cvc, fingerprint set
 -- ARGV: token blob, token expire-at ms, cvc blob or '', cvc expire-at ms, token id,
 --       dedupe '1'|'0', token key prefix, cvc key prefix, format ('opaque'|'pan_shaped'), now ms
@@ -120,7 +129,7 @@ end
 return out
 """
 
-_DELETE_TOKEN = """
+_DELETE_CARD_LUA = """
 -- KEYS: token, cvc.  Returns the token's ciphertext, or false when there was none.
 local blob = redis.call('GET', KEYS[1])
 if not blob then return false end
@@ -205,9 +214,9 @@ class VaultStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._put_token = client.register_script(_PUT_TOKEN)
+        self._put_token = client.register_script(_PUT_CARD_LUA)
         self._by_fingerprint = client.register_script(_TOKENS_BY_FINGERPRINT)
-        self._delete_token = client.register_script(_DELETE_TOKEN)
+        self._delete_token = client.register_script(_DELETE_CARD_LUA)
         self._resolve_api_key = client.register_script(_RESOLVE_API_KEY)
         self._create_agency = client.register_script(_CREATE_AGENCY)
         self._compare_and_swap = client.register_script(_COMPARE_AND_SWAP)
@@ -222,7 +231,7 @@ class VaultStore:
         with redis_errors():
             try:
                 raw = await self.redis.config_get("append*")
-            except redis.exceptions.ResponseError:
+            except redis_exc.ResponseError:
                 return {}
         return {_text(k): _text(v) for k, v in raw.items()}
 
@@ -242,7 +251,7 @@ class VaultStore:
                 await pipe.watch(SYSTEM_KEY)
                 if await pipe.hget(SYSTEM_KEY, "pepper") != old:
                     return False
-                pipe.multi()
+                pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.hset(SYSTEM_KEY, "pepper", new)
                 await pipe.execute()
         return True
@@ -253,9 +262,20 @@ class VaultStore:
     ) -> bool:
         """Store a new agency with its keys; False when the slug is taken."""
         fields: list[Any] = [
-            "slug", agency.slug, "status", str(agency.status), "origins", json.dumps(list(agency.origins)),
-            "created", agency.created, "dk_current", keys.current_version, "fk", keys.fingerprint_key,
-            "api_keys", json.dumps([[h, str(k)] for h, k in api_keys]),
+            "slug",
+            agency.slug,
+            "status",
+            str(agency.status),
+            "origins",
+            json.dumps(list(agency.origins)),
+            "created",
+            agency.created,
+            "dk_current",
+            keys.current_version,
+            "fk",
+            keys.fingerprint_key,
+            "api_keys",
+            json.dumps([[h, str(k)] for h, k in api_keys]),
         ]
         for version, blob in keys.data_keys.items():
             fields += [f"dk:{version}", blob]
@@ -264,30 +284,31 @@ class VaultStore:
             entries += [api_key_key(key_hash), f"{agency.id} {kind}"]
         with redis_errors():
             created = await self._create_agency(
-                keys=[AGENCIES_KEY, agency_key(agency.id)], args=[agency.slug, agency.id, *fields, "--", *entries]
+                keys=[AGENCIES_KEY, agency_key(agency.id)],
+                args=[agency.slug, agency.id, *fields, "--", *entries],
             )
         return bool(created)
 
     async def agency_id_for_slug(self, slug: str) -> str | None:
         with redis_errors():
-            value = await self.redis.hget(AGENCIES_KEY, slug)
+            value = cast(bytes | None, await self.redis.hget(AGENCIES_KEY, slug))
         return None if value is None else _text(value)
 
     async def agency(self, agency_id: str) -> AgencyRow | None:
         with redis_errors():
-            fields = await self.redis.hgetall(agency_key(agency_id))
+            fields = cast(dict[bytes, bytes], await self.redis.hgetall(agency_key(agency_id)))
         return _decode_agency(agency_id, fields) if fields else None
 
     async def agencies(self) -> list[AgencyRow]:
         """Every agency (two round trips: the index, then the records)."""
         with redis_errors():
             index = await self.redis.hgetall(AGENCIES_KEY)
-            ids = sorted(_text(v) for v in index.values())
+            ids = sorted(_text(v) for v in cast(dict[bytes, bytes], index).values())
             async with self.redis.pipeline(transaction=False) as pipe:
                 for agency_id in ids:
                     pipe.hgetall(agency_key(agency_id))
                 rows = await pipe.execute()
-        return [_decode_agency(i, r) for i, r in zip(ids, rows, strict=True) if r]
+        return [_decode_agency(i, cast(dict[bytes, bytes], r)) for i, r in zip(ids, rows, strict=True) if r]
 
     async def resolve_api_key(self, key_hash: str) -> tuple[KeyKind, AgencyRow] | None:
         """The key's kind and its agency in one round trip, or None for an unknown key."""
@@ -299,7 +320,7 @@ class VaultStore:
         agency_id, kind = _text(entry).split(" ", 1)
         if not flat:
             return None
-        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        fields = cast(dict[bytes, bytes], dict(zip(flat[::2], flat[1::2], strict=True)))
         return KeyKind(kind), _decode_agency(agency_id, fields)
 
     async def replace_api_keys(
@@ -325,7 +346,7 @@ class VaultStore:
 
     async def set_agency_fields(self, agency_id: str, fields: Mapping[str, str | bytes | int]) -> None:
         with redis_errors():
-            await self.redis.hset(agency_key(agency_id), mapping=dict(fields))
+            await self.redis.hset(agency_key(agency_id), mapping=dict(fields))  # type: ignore[arg-type]
 
     async def add_data_key(self, agency_id: str, expected_current: int, wrapped: bytes) -> bool:
         """Add data key version expected_current+1 and make it current; False on a race."""
@@ -336,11 +357,11 @@ class VaultStore:
                 current = int(await pipe.hget(key, "dk_current") or 0)
                 if current != expected_current:
                     return False
-                pipe.multi()
+                pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.hset(key, mapping={f"dk:{current + 1}": wrapped, "dk_current": current + 1})
                 try:
                     await pipe.execute()
-                except redis.exceptions.WatchError:
+                except redis_exc.WatchError:
                     return False
         return True
 
@@ -387,11 +408,22 @@ class VaultStore:
         """Write a token (and CVC) atomically, or find the card's live token when deduplicating."""
         with redis_errors():
             reply = await self._put_token(
-                keys=[token_key(agency_id, token_id), cvc_key(agency_id, token_id), fingerprint_key(agency_id, fingerprint)],
+                keys=[
+                    token_key(agency_id, token_id),
+                    cvc_key(agency_id, token_id),
+                    fingerprint_key(agency_id, fingerprint),
+                ],
                 args=[
-                    blob, expires_at_ms, cvc_blob or b"", cvc_expires_at_ms, token_id,
-                    "1" if deduplicate else "0", token_key(agency_id, ""), cvc_key(agency_id, ""),
-                    token_format, now_ms,
+                    blob,
+                    expires_at_ms,
+                    cvc_blob or b"",
+                    cvc_expires_at_ms,
+                    token_id,
+                    "1" if deduplicate else "0",
+                    token_key(agency_id, ""),
+                    cvc_key(agency_id, ""),
+                    token_format,
+                    now_ms,
                 ],
             )
         outcome = _text(reply[0])
@@ -436,7 +468,7 @@ class VaultStore:
         with redis_errors():
             while True:
                 cursor, keys = await self.redis.scan(cursor=cursor, match=f"cv:{{{agency_id}}}:*", count=500)
-                wanted = [k for k in keys if b":tok:" in k or b":cvc:" in k]
+                wanted = [k for k in cast(list[bytes], keys) if b":tok:" in k or b":cvc:" in k]
                 yield cursor, wanted
                 if cursor == 0:
                     return
@@ -462,7 +494,7 @@ class VaultStore:
         while True:
             cursor, keys = await self.redis.scan(cursor=cursor, match=pattern, count=500)
             if keys:
-                yield keys
+                yield cast(list[bytes], keys)
             if cursor == 0:
                 return
 

@@ -26,7 +26,12 @@ def agency() -> None:
 
 @agency.command("create")
 @click.argument("slug")
-@click.option("--origin", "origins", multiple=True, help="A storefront origin, e.g. https://shop.example.gov (repeatable).")
+@click.option(
+    "--origin",
+    "origins",
+    multiple=True,
+    help="A storefront origin, e.g. https://shop.example.gov (repeatable).",
+)
 @settings_options
 def create(slug: str, origins: tuple[str, ...], config_file: Path | None, data_dir: Path | None) -> None:
     """Create agency SLUG and print its publishable and secret keys (shown only this once)."""

@@ -10,6 +10,7 @@ import click
 from service import rekey
 from service.adapters import crypto
 from service.adapters.keyring import format_master_key, write_secret_file
+from service.adapters.store import AgencyRow
 from service.cli.asyncrun import run
 from service.cli.options import settings_from, settings_options
 from service.cli.runtime import Runtime, open_runtime
@@ -37,7 +38,7 @@ def generate_master(output: Path | None) -> None:
     click.echo(f"wrote {output} (mode 0600); point keys.master_key_file at it")
 
 
-async def _rows(rt: Runtime, slug: str | None) -> list[rekey.AgencyRow]:
+async def _rows(rt: Runtime, slug: str | None) -> list[AgencyRow]:
     if slug is not None:
         return [await rt.agencies.row(slug)]
     return [row for row in await rt.store.agencies() if row.agency.status is not AgencyStatus.SHREDDED]
@@ -51,7 +52,9 @@ def rotate(slug: str | None, config_file: Path | None, data_dir: Path | None) ->
 
     async def go() -> dict[str, int]:
         async with open_runtime(settings_from(config_file, data_dir)) as rt:
-            return {row.agency.slug: await rt.agencies.rotate_data_key(row.agency.slug) for row in await _rows(rt, slug)}
+            return {
+                row.agency.slug: await rt.agencies.rotate_data_key(row.agency.slug) for row in await _rows(rt, slug)
+            }
 
     versions = run(go())
     click.echo(json.dumps({"rotated": versions}, indent=2))
@@ -73,7 +76,9 @@ def rewrap(slug: str | None, retire: bool, restart: bool, config_file: Path | No
             reports = []
             for row in await _rows(rt, slug):
                 total = await rekey.count_ciphertexts(rt.store, row.agency.id)
-                with click.progressbar(length=total, label=f"{row.agency.slug:<20}", file=click.get_text_stream("stderr")) as bar:
+                with click.progressbar(
+                    length=total, label=f"{row.agency.slug:<20}", file=click.get_text_stream("stderr")
+                ) as bar:
                     report = await rekey.rewrap_agency(rt.store, rt.keyring, row, progress=bar.update, restart=restart)
                 if retire:
                     fresh = await rt.agencies.row(row.agency.slug)

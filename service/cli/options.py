@@ -21,14 +21,13 @@ def settings_options(func: F) -> F:
         default=None,
         help="Where the embedded Redis, development key and certificate live [env CARDVAULT_DATA_DIR; default ./var].",
     )(func)
-    func = click.option(
+    return click.option(
         "--config",
         "config_file",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
         help="YAML settings file [env CARDVAULT_CONFIG].",
     )(func)
-    return func
 
 
 def settings_from(config_file: Path | None, data_dir: Path | None, **overrides: Any) -> Settings:

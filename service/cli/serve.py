@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import json
 import ssl
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import click
@@ -46,7 +47,10 @@ def tls_context(settings: Settings, findings: Findings) -> ssl.SSLContext | None
     cert, key = settings.tls.cert_file, settings.tls.key_file
     if cert is None or key is None:
         if settings.production:
-            findings.add("tls.cert_file: production mode needs a real certificate (tls.cert_file, tls.key_file)", production=True)
+            findings.add(
+                "tls.cert_file: production mode needs a real certificate (tls.cert_file, tls.key_file)",
+                production=True,
+            )
             findings.raise_if_fatal()
         cert, key, _ = ensure_development_certificate(settings.data_dir)
     check_certificate_file(settings, cert, findings, now=dt.datetime.now(dt.UTC))
@@ -54,18 +58,23 @@ def tls_context(settings: Settings, findings: Findings) -> ssl.SSLContext | None
     return server_context(cert, key)
 
 
-def demo_agency_hook(settings: Settings, url: str) -> web.AppKey | object:
+def demo_agency_hook(settings: Settings, url: str) -> Callable[[web.Application], Awaitable[None]]:
     async def on_startup(app: web.Application) -> None:
         svc = app[SERVICES]
         keys_file = settings.data_dir / DEMO_KEYS_FILE
-        if not settings.production and svc.agencies is not None and not keys_file.exists():
-            if not await svc.agencies.list():
-                agency, issued = await svc.agencies.create(DEMO_SLUG, DEMO_ORIGINS)
-                write_secret_file(
-                    keys_file,
-                    json.dumps({"agency": agency.slug, "publishable_key": issued.publishable_key,
-                                "secret_key": issued.secret_key}),
-                )
+        creating_demo = not settings.production and svc.agencies is not None and not keys_file.exists()
+        if creating_demo and svc.agencies is not None and not await svc.agencies.list():
+            agency, issued = await svc.agencies.create(DEMO_SLUG, DEMO_ORIGINS)
+            write_secret_file(
+                keys_file,
+                json.dumps(
+                    {
+                        "agency": agency.slug,
+                        "publishable_key": issued.publishable_key,
+                        "secret_key": issued.secret_key,
+                    }
+                ),
+            )
         click.echo(f"cardvault {settings.mode} listening on {url}")
         if not settings.production and keys_file.exists():
             demo = json.loads(keys_file.read_text(encoding="utf-8"))
@@ -94,7 +103,9 @@ def serve(
     if bool(tls_cert) != bool(tls_key):
         raise OperatorError("give --tls-cert and --tls-key together")
     settings = settings_from(
-        config_file, data_dir, **{"server.host": host, "server.port": port, "tls.cert_file": tls_cert, "tls.key_file": tls_key}
+        config_file,
+        data_dir,
+        **{"server.host": host, "server.port": port, "tls.cert_file": tls_cert, "tls.key_file": tls_key},
     )
     configure_logging(settings.log.level)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -116,7 +127,7 @@ def serve(
     url = f"{scheme}://{settings.server.host}:{settings.server.port}"
     try:
         app = create_app(settings, keyring.master, redis_url=redis_url, tls=context is not None)
-        app.on_startup.append(demo_agency_hook(settings, url))  # type: ignore[arg-type]
+        app.on_startup.append(demo_agency_hook(settings, url))
         factory = loop_factory()
         web.run_app(
             app,

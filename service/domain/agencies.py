@@ -19,7 +19,7 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
 
 class KeyKind(enum.StrEnum):
     PUBLISHABLE = "publishable"
-    SECRET = "secret"
+    SECRET = "secret"  # noqa: S105 - a key kind, not a password
 
 
 KEY_PREFIXES = {KeyKind.PUBLISHABLE: "pk_", KeyKind.SECRET: "sk_"}
@@ -37,9 +37,7 @@ class InvalidAgencyInput(ValueError):
 
 def validate_slug(slug: str) -> str:
     if not SLUG_PATTERN.match(slug):
-        raise InvalidAgencyInput(
-            f"agency slug {slug!r}: use 1 to 63 lowercase letters, digits and inner dashes"
-        )
+        raise InvalidAgencyInput(f"agency slug {slug!r}: use 1 to 63 lowercase letters, digits and inner dashes")
     return slug
 
 

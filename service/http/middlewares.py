@@ -82,12 +82,17 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except StoreUnavailable as exc:
         log.warning("store unavailable", reason=str(exc), path=request.path)
         return problems.problem_response(
-            503, "store_unavailable", "The vault's store is unavailable; retry shortly",
-            request_id=rid, headers={"Retry-After": "1"},
+            503,
+            "store_unavailable",
+            "The vault's store is unavailable; retry shortly",
+            request_id=rid,
+            headers={"Retry-After": "1"},
         )
     except DecryptionFailed:
         log.error("stored ciphertext failed authentication", path=request.path)
-        return problems.problem_response(500, "integrity_error", "Stored data failed its integrity check", request_id=rid)
+        return problems.problem_response(
+            500, "integrity_error", "Stored data failed its integrity check", request_id=rid
+        )
     except KeyringError as exc:
         log.error("keyring error", reason=str(exc), path=request.path)
         return problems.problem_response(503, "keys_unavailable", "The vault's keys are not available", request_id=rid)

@@ -193,9 +193,7 @@ def _load_certificate(context: ssl.SSLContext, cert_file: Path, key_file: Path) 
     try:
         context.load_cert_chain(certfile=cert_file, keyfile=key_file)
     except ssl.SSLError as exc:
-        raise TlsConfigError(
-            f"cannot use TLS certificate {cert_file} with key {key_file}: {_reason(exc)}"
-        ) from exc
+        raise TlsConfigError(f"cannot use TLS certificate {cert_file} with key {key_file}: {_reason(exc)}") from exc
 
 
 def _require_client_certificates(context: ssl.SSLContext, client_ca_file: Path) -> None:
