@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 from aiohttp import web
@@ -56,7 +56,7 @@ async def _bootstrap_until_done(svc: Services, store: VaultStore) -> None:
             await asyncio.sleep(BOOTSTRAP_RETRY_SECONDS)
 
 
-def redis_context(redis_url: str) -> object:
+def redis_context(redis_url: str) -> Callable[[web.Application], AsyncIterator[None]]:
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         svc = app[SERVICES]
         client = make_client(redis_url, svc.settings.redis)
@@ -90,6 +90,6 @@ def create_app(
         middlewares=[middlewares.request_id, middlewares.security_headers, middlewares.errors],
     )
     app[SERVICES] = Services(settings=settings, clock=clock, keyring=Keyring(master_keys), tls=tls)
-    app.cleanup_ctx.append(redis_context(redis_url))  # type: ignore[arg-type]
+    app.cleanup_ctx.append(redis_context(redis_url))
     add_routes(app)
     return app

@@ -92,7 +92,7 @@ async def rewrap_agency(
         if progress is not None:
             progress(len(names))
         await store.set_raw(cursor_key(agency_id), str(next_cursor))
-    await store.redis.delete(cursor_key(agency_id))
+    await store.delete_raw(cursor_key(agency_id))
     return report
 
 

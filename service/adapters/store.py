@@ -233,7 +233,7 @@ class VaultStore:
                 raw = await self.redis.config_get("append*")
             except redis_exc.ResponseError:
                 return {}
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {_text(k): _text(v) for k, v in cast(dict[bytes, bytes], raw).items()}
 
     # -- system --------------------------------------------------------------
     async def system_pepper(self, new_wrapped: bytes) -> bytes:
@@ -488,6 +488,10 @@ class VaultStore:
     async def set_raw(self, key: str, value: str | bytes) -> None:
         with redis_errors():
             await self.redis.set(key, value)
+
+    async def delete_raw(self, key: str) -> None:
+        with redis_errors():
+            await self.redis.delete(key)
 
     async def _scan_batches(self, pattern: str) -> AsyncIterator[list[bytes]]:
         cursor = 0

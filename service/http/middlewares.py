@@ -65,6 +65,7 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     response = await handler(request)
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    response.headers["Server"] = "cardvault"
     if request.app[SERVICES].tls:
         response.headers.setdefault("Strict-Transport-Security", HSTS_HEADER_VALUE)
     return response
