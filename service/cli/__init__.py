@@ -15,6 +15,7 @@ import click
 from service import __version__
 from service.cli.agency import agency
 from service.cli.config import config
+from service.cli.health import health
 from service.cli.keys import keys
 from service.cli.serve import serve
 from service.errors import CardvaultError
@@ -45,6 +46,7 @@ cli.add_command(serve)
 cli.add_command(config)
 cli.add_command(agency)
 cli.add_command(keys)
+cli.add_command(health)
 
 
 def main() -> None:
