@@ -137,6 +137,16 @@ class CardError(ValueError):
         self.code = code
         self.field = field
 
+    def __reduce__(self) -> tuple[Callable[[type[CardError], str, str, str], CardError], tuple[object, ...]]:
+        # Subclass constructors take different arguments; rebuild through the base so pickle and copy work.
+        return _rebuild_card_error, (type(self), self.message, self.code, self.field)
+
+
+def _rebuild_card_error(cls: type[CardError], message: str, code: str, field: str) -> CardError:
+    error = cls.__new__(cls)
+    CardError.__init__(error, message, code=code, field=field)
+    return error
+
 
 class CardNumberInvalid(CardError):
     FORMAT: Final = "card_number_format"

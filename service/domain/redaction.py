@@ -12,7 +12,9 @@ joined by single spaces, dashes or dots, with no digit directly before or after
 it.  Within a run of groups, any consecutive whole groups may form the number,
 so "2024-01-15 4242 4242 4242 4242" and "4242 4242 4242 4242 123" (card then
 CVC) are caught; a plain run of 20+ digits is never a card and is left alone.
-Matching is one linear regex pass plus O(1) Luhn checks per candidate window.
+The price is some over-redaction: in the mistyped "4242 4242 4242 4241" the
+Luhn-valid "4242 4242 4242" is reported.  Matching is one linear regex pass
+plus O(1) Luhn checks per candidate window (at most eight per group).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ _DIGIT_RUN: Final = re.compile(r"[0-9]+(?:[ .-][0-9]+)*")
 _SEPARATOR: Final = re.compile(r"[ .-]")
 _DIGIT_VALUES: Final = bytes.maketrans(b"0123456789", bytes(range(10)))
 _DOUBLED_DIGIT_VALUES: Final = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
+_SHORTEST_CARD: Final = 10 ** (MIN_CARD_LENGTH - 1)
+_LONGER_THAN_ANY_CARD: Final = 10**MAX_CARD_LENGTH
 _PrefixSums: TypeAlias = tuple[list[int], list[int]]  # indexed by the parity of a slice's end
 
 
@@ -174,20 +178,18 @@ def _luhn_prefix_sums(digits: str) -> _PrefixSums:
 
 
 def redact_value(value: object) -> object:
-    """A copy of ``value`` that is safe to log; never raises.
+    """A copy of ``value`` that is safe to log; never raises, and a dict always comes back as a dict.
 
     Strings (dict keys included) are searched with ``redact_card_numbers``;
-    dicts/mappings, lists, tuples and sets are walked (mappings come back as
-    dicts); ints and floats whose digits form a card number become redacted
-    strings, other numbers, bools and None are kept; the value of a key named in
-    ``SENSITIVE_KEYS`` (case-insensitive, "-" read as "_") is replaced by
-    ``[REDACTED]`` when it is a non-empty str, bytes or an int; anything else is
-    turned into its ``repr()`` and redacted.
+    mappings, lists, tuples and sets are walked (mappings come back as dicts);
+    ints and floats whose digits form a card number become redacted strings,
+    other numbers, bools and None are kept; the value of a key named in
+    ``SENSITIVE_KEYS`` (case-insensitive, "-" read as "_") becomes
+    ``[REDACTED]`` when it is a non-empty str or bytes or an int; anything else
+    is replaced by its ``repr()``, redacted.  Cycles and nesting deeper than
+    ``MAX_DEPTH`` are cut off with a placeholder.
     """
-    try:
-        return _redact(value, set())
-    except Exception:  # a last resort: losing a log field beats leaking or crashing
-        return UNREPRESENTABLE
+    return _redact(value, set())
 
 
 def is_sensitive_key(key: object) -> bool:
@@ -195,6 +197,14 @@ def is_sensitive_key(key: object) -> bool:
 
 
 def _redact(value: object, path: set[int]) -> object:
+    """Never raises: whatever cannot be walked is replaced by its redacted ``repr()``."""
+    try:
+        return _redact_by_type(value, path)
+    except Exception:
+        return _redact_repr(value)
+
+
+def _redact_by_type(value: object, path: set[int]) -> object:
     if isinstance(value, str):
         return redact_card_numbers(value)
     if value is None or isinstance(value, bool):
@@ -212,8 +222,8 @@ def _redact_number(value: float) -> object:
 
 
 def _int_text(value: int) -> str | None:
-    # Twenty or more digits cannot be a card; this also avoids str()'s limit on huge ints.
-    return int.__repr__(value) if -(10**MAX_CARD_LENGTH) < value < 10**MAX_CARD_LENGTH else None
+    """The digits of an int that has 12-19 of them; None otherwise (also avoids str()'s limit on huge ints)."""
+    return int.__repr__(value) if _SHORTEST_CARD <= abs(value) < _LONGER_THAN_ANY_CARD else None
 
 
 def _redact_repr(value: object) -> str:
@@ -224,10 +234,10 @@ def _redact_repr(value: object) -> str:
     return redact_card_numbers(text)
 
 
-def _redact_container(
-    container: Mapping[object, object] | list[object] | tuple[object, ...] | set[object] | frozenset[object],
-    path: set[int],
-) -> object:
+_Container: TypeAlias = Mapping[object, object] | list[object] | tuple[object, ...] | set[object] | frozenset[object]
+
+
+def _redact_container(container: _Container, path: set[int]) -> object:
     if id(container) in path:
         return CIRCULAR
     if len(path) >= MAX_DEPTH:
@@ -235,16 +245,11 @@ def _redact_container(
     path.add(id(container))
     try:
         return _redact_items(container, path)
-    except Exception:
-        return _redact_repr(container)
     finally:
         path.discard(id(container))
 
 
-def _redact_items(
-    container: Mapping[object, object] | list[object] | tuple[object, ...] | set[object] | frozenset[object],
-    path: set[int],
-) -> object:
+def _redact_items(container: _Container, path: set[int]) -> object:
     if isinstance(container, Mapping):
         return {_redact_key(key, path): _redact_entry(key, item, path) for key, item in container.items()}
     items = [_redact(item, path) for item in container]
@@ -259,15 +264,22 @@ def _redact_key(key: object, path: set[int]) -> object:
     redacted = _redact(key, path)
     try:
         hash(redacted)
-    except TypeError:
+    except Exception:
         return _redact_repr(key)
     return redacted
 
 
 def _redact_entry(key: object, item: object, path: set[int]) -> object:
-    if is_sensitive_key(key) and _is_filled_scalar(item):
+    if _is_sensitive_entry(key, item):
         return REDACTED
     return _redact(item, path)
+
+
+def _is_sensitive_entry(key: object, item: object) -> bool:
+    try:
+        return is_sensitive_key(key) and _is_filled_scalar(item)
+    except Exception:
+        return True  # cannot tell: err on the side of not logging it
 
 
 def _is_filled_scalar(item: object) -> bool:

@@ -76,6 +76,29 @@ def scripted_rand(draws: list[int]) -> Callable[[int], int]:
     return rand
 
 
+class TestCardErrors:
+    @pytest.mark.parametrize(
+        ("error", "code", "field"),
+        [
+            (CardNumberInvalid(CardNumberInvalid.LUHN, "m"), "card_number_luhn", "card.number"),
+            (CardExpired(), "card_expired", "card.exp_year"),
+            (ExpiryInvalid(ExpiryInvalid.MONTH_FIELD, "m"), "card_expiry_invalid", "card.exp_month"),
+            (CvcInvalid("m"), "card_cvc_invalid", "card.cvc"),
+        ],
+    )
+    def test_codes_and_fields_are_stable(self, error: CardError, code: str, field: str) -> None:
+        """Every error is a CardError and ValueError carrying the documented code and field."""
+        assert isinstance(error, ValueError)
+        assert (error.code, error.field) == (code, field)
+
+    def test_survive_pickle_and_copy(self) -> None:
+        """Errors keep class, code, field and message through pickle and copy (they hold no card data)."""
+        error = CardNumberInvalid(CardNumberInvalid.LENGTH, "The card number must have 12 to 19 digits.")
+        for clone in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+            assert type(clone) is CardNumberInvalid
+            assert (clone.code, clone.field, str(clone)) == (error.code, error.field, str(error))
+
+
 class TestBrandRules:
     def test_every_brand_has_a_rule(self) -> None:
         """Each Brand member has an entry in BRAND_RULES, and nothing else does."""
@@ -236,9 +259,7 @@ class TestParseCardNumber:
         assert parse_card_number(raw).reveal() == VISA
 
     @given(branded_card_numbers(), st.lists(st.sampled_from([" ", "-"]), min_size=19, max_size=19))
-    def test_accepts_generated_numbers_with_separators(
-        self, card: tuple[str, Brand], seps: list[str]
-    ) -> None:
+    def test_accepts_generated_numbers_with_separators(self, card: tuple[str, Brand], seps: list[str]) -> None:
         """Any Luhn-valid number of an allowed length parses as its brand, however it is spaced."""
         number, brand = card
         raw = "".join(digit + separator for digit, separator in zip(number, seps, strict=False))
@@ -551,9 +572,7 @@ class TestValidateExpiry:
             validate_expiry(6, 2025, TODAY)  # type: ignore[call-arg]
 
     @given(st.integers(1, 12), st.integers(2000, 2050), st.dates(datetime.date(2000, 1, 1), TODAY))
-    def test_valid_exactly_until_the_month_has_passed(
-        self, month: int, year: int, today: datetime.date
-    ) -> None:
+    def test_valid_exactly_until_the_month_has_passed(self, month: int, year: int, today: datetime.date) -> None:
         """Inside the year window, a card is valid if and only if its month is not before today's."""
         if year > today.year + 25:
             return
@@ -588,9 +607,7 @@ class TestExpiryEnd:
         """expiry_end(4, 30) is the end of April 2030."""
         assert expiry_end(4, 30) == expiry_end(4, 2030)
 
-    @pytest.mark.parametrize(
-        ("month", "year", "field"), [(0, 2025, "card.exp_month"), (1, 10000, "card.exp_year")]
-    )
+    @pytest.mark.parametrize(("month", "year", "field"), [(0, 2025, "card.exp_month"), (1, 10000, "card.exp_year")])
     def test_rejects_impossible_dates(self, month: int, year: int, field: str) -> None:
         """Month 0 or a year beyond datetime's range is ExpiryInvalid, not a bare ValueError."""
         error = error_from(lambda: expiry_end(month, year))
@@ -622,9 +639,7 @@ class TestMakePanShaped:
     def test_fixes_a_random_draw_that_passes_luhn(self) -> None:
         """When the random digits happen to pass Luhn, one random non-last-four digit is changed."""
         head = next(
-            head
-            for head in ("1" + "0" * 10 + digit for digit in DIGITS)
-            if reference_luhn_valid(head + VISA[-4:])
+            head for head in ("1" + "0" * 10 + digit for digit in DIGITS) if reference_luhn_valid(head + VISA[-4:])
         )
         draws = [0] + [int(digit) for digit in head[1:]] + [5, 3]  # then: change position 5, to choice 3
         shaped = make_pan_shaped(parse_card_number(VISA), scripted_rand(draws))
@@ -636,9 +651,7 @@ class TestMakePanShaped:
     def test_fixing_the_first_digit_never_makes_it_zero(self, choice: int) -> None:
         """When the digit changed is the first one, its replacement is neither 0 nor the old digit."""
         head = next(
-            head
-            for head in ("1" + "0" * 10 + digit for digit in DIGITS)
-            if reference_luhn_valid(head + VISA[-4:])
+            head for head in ("1" + "0" * 10 + digit for digit in DIGITS) if reference_luhn_valid(head + VISA[-4:])
         )
         draws = [0] + [int(digit) for digit in head[1:]] + [0, choice]
         shaped = make_pan_shaped(parse_card_number(VISA), scripted_rand(draws))
