@@ -21,7 +21,7 @@ from service.adapters.store import VaultStore
 from service.agencies import AgencyService
 from service.clock import Clock, system_clock
 from service.errors import StoreUnavailable
-from service.http import middlewares
+from service.http import middlewares, parser_errors
 from service.http.routes import add_routes
 from service.http.state import SERVICES, Services
 from service.preflight import Findings, check_redis_persistence
@@ -85,6 +85,7 @@ def create_app(
     clock: Clock = system_clock,
     tls: bool = True,
 ) -> web.Application:
+    parser_errors.install()
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         middlewares=[middlewares.request_id, middlewares.security_headers, middlewares.errors],

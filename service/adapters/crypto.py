@@ -28,6 +28,7 @@ from service.errors import DecryptionFailed, KeyringError
 
 KEY_BYTES = 32
 NONCE_BYTES = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+TAG_BYTES = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES
 DATA_TAG = b"C"
 WRAP_TAG = b"W"
 _DATA_HEADER = struct.Struct(">cI")
@@ -67,7 +68,7 @@ def encrypt(key: bytes, version: int, plaintext: bytes, aad: bytes) -> bytes:
 
 def blob_version(blob: bytes) -> int:
     """Which key version sealed this data blob (read before choosing the key)."""
-    if len(blob) < _DATA_HEADER.size + NONCE_BYTES or blob[:1] != DATA_TAG:
+    if len(blob) < _DATA_HEADER.size + NONCE_BYTES + TAG_BYTES or blob[:1] != DATA_TAG:
         raise DecryptionFailed("not a cardvault data ciphertext")
     version: int = _DATA_HEADER.unpack_from(blob)[1]
     return version

@@ -11,6 +11,7 @@ from __future__ import annotations
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.maint_notifications import MaintNotificationsConfig
 
 from service.settings import RedisSettings
 
@@ -24,5 +25,8 @@ def make_client(url: str, settings: RedisSettings) -> redis.Redis:
         socket_connect_timeout=settings.connect_timeout,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=30,
+        # With maintenance notifications on "auto", redis-py 8 skips its check for dead pooled
+        # connections, so every connection failed once after a Redis restart.
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
     )
     return redis.Redis(connection_pool=pool)

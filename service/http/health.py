@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.errors import StoreUnavailable
+from service.http.middlewares import request_id_of
 from service.http.problems import problem_response
 from service.http.state import services
 
@@ -25,4 +26,6 @@ async def readyz(request: web.Request) -> web.Response:
     if all(v == "ok" for v in checks.values()):
         return web.json_response({"status": "ready", "checks": checks})
     failing = ", ".join(f"{name}: {state}" for name, state in checks.items() if state != "ok")
-    return problem_response(503, "not_ready", "The service is not ready", detail=failing)
+    return problem_response(
+        503, "not_ready", "The service is not ready", detail=failing, request_id=request_id_of(request)
+    )

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from service.domain.redaction import contains_card_number
 from service.errors import ApiError, DecryptionFailed, KeyringError, StoreUnavailable
 from service.http import problems
 from service.http.state import SERVICES
@@ -37,15 +38,28 @@ SECURITY_HEADERS = {
 }
 
 
+def mint_request_id() -> str:
+    """``req_`` and 96 random bits in hex, never one whose digits happen to form a card number.
+
+    About one hex id in two hundred holds a Luhn-valid run of 12+ decimal digits;
+    the redactor would then mangle it in problem bodies and logs.
+    """
+    while True:
+        rid = "req_" + secrets.token_hex(12)
+        if not contains_card_number(rid):
+            return rid
+
+
 def request_id_of(request: web.Request) -> str | None:
     return request.get(REQUEST_ID)
 
 
 @web.middleware
 async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Use the proxy's X-Request-Id when it is well-formed, else mint one; echo it back."""
+    """Use the proxy's X-Request-Id when it is well-formed (and no card number), else mint one; echo it back."""
     inbound = request.headers.get("X-Request-Id", "")
-    rid = inbound if INBOUND_REQUEST_ID.match(inbound) else "req_" + secrets.token_hex(12)
+    usable = INBOUND_REQUEST_ID.match(inbound) and not contains_card_number(inbound)
+    rid = inbound if usable else mint_request_id()
     request[REQUEST_ID] = rid
     structlog.contextvars.bind_contextvars(request_id=rid)
     try:

@@ -36,6 +36,15 @@ class StrictInteger(fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class StrictBoolean(fields.Boolean):
+    """JSON true or false only: not 1, 0, "true" or "yes" (1 == True in Python, so truthy sets accept it)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> Any:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 def no_card_number(value: str) -> None:
     if contains_card_number(value):
         raise ValidationError("Card numbers go only in card.number, never in free-text fields")
@@ -57,6 +66,7 @@ class CardInputSchema(_Strict):
         validate=[
             validate.Length(min=1, max=16),
             validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9 -]*$", error="Letters, digits, spaces and dashes only"),
+            no_card_number,
         ],
     )
 
@@ -75,7 +85,7 @@ class TokenCreateSchema(_Strict):
     metadata = MetadataField(load_default=dict)
     format = fields.String(load_default="opaque", validate=validate.OneOf([f.value for f in TokenFormat]))
     expires_at = StrictInteger(load_default=None, allow_none=True, validate=validate.Range(min=0))
-    deduplicate = fields.Boolean(load_default=False, truthy={True}, falsy={False})
+    deduplicate = StrictBoolean(load_default=False)
 
     @validates("metadata")
     def metadata_size(self, value: Mapping[str, str], **_: Any) -> None:

@@ -143,9 +143,7 @@ def permissive_server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext
     return context
 
 
-def connect(
-    address: tuple[str, int], context: ssl.SSLContext, server_hostname: str = "localhost"
-) -> ClientOutcome:
+def connect(address: tuple[str, int], context: ssl.SSLContext, server_hostname: str = "localhost") -> ClientOutcome:
     """Handshake with ``context`` and read the server's greeting (where TLS 1.3 reports late alerts)."""
     with (
         socket.create_connection(address, timeout=IO_TIMEOUT) as raw,

@@ -75,9 +75,7 @@ def trustme_leaf_file(directory: Path, *, not_before: datetime, not_after: datet
 
 
 class TestGenerateSelfSigned:
-    def test_names_every_hostname_with_the_right_type(
-        self, generated: tuple[Path, Path, CertificateInfo]
-    ) -> None:
+    def test_names_every_hostname_with_the_right_type(self, generated: tuple[Path, Path, CertificateInfo]) -> None:
         """The default hostnames become a DNS name and two IP-address subjectAltNames."""
         cert_path, _, info = generated
         san = load(cert_path).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -128,9 +126,7 @@ class TestGenerateSelfSigned:
         spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         assert key.public_key().public_bytes(*spki) == load(cert_path).public_key().public_bytes(*spki)
 
-    def test_validity_starts_now_and_lasts_valid_days(
-        self, generated: tuple[Path, Path, CertificateInfo]
-    ) -> None:
+    def test_validity_starts_now_and_lasts_valid_days(self, generated: tuple[Path, Path, CertificateInfo]) -> None:
         """By default the certificate is valid from ``now`` for 365 days."""
         info = generated[2]
         assert (info.not_before, info.not_after) == (NOW, NOW + timedelta(days=365))
@@ -163,9 +159,7 @@ class TestGenerateSelfSigned:
         assert info.self_signed is True
 
     @pytest.mark.parametrize("hostname", ["localhost", "127.0.0.1", "::1"])
-    def test_verifies_as_trust_anchor_for_each_hostname(
-        self, current: tuple[Path, Path], hostname: str
-    ) -> None:
+    def test_verifies_as_trust_anchor_for_each_hostname(self, current: tuple[Path, Path], hostname: str) -> None:
         """A verifying client that trusts the certificate accepts it for each of its hostnames."""
         cert_path, key_path = current
         with LoopbackTlsServer(server_context(cert_path, key_path)) as server:
@@ -214,9 +208,7 @@ class TestInspectCertificate:
         assert inspect_certificate(path).self_signed is False
 
     @pytest.mark.parametrize(("content", "problem"), [(None, "cannot read"), (b"garbage", "not a PEM")])
-    def test_unusable_file_is_named_on_one_line(
-        self, tmp_path: Path, content: bytes | None, problem: str
-    ) -> None:
+    def test_unusable_file_is_named_on_one_line(self, tmp_path: Path, content: bytes | None, problem: str) -> None:
         """A missing or non-PEM file raises TlsConfigError naming the file and the problem on one line."""
         path = tmp_path / "cert.pem"
         if content is not None:
@@ -293,9 +285,7 @@ class TestEnsureDevelopmentCertificate:
         _, _, new = ensure_development_certificate(tmp_path, now=NOW + timedelta(days=400))
         assert new.sha256_fingerprint != old.sha256_fingerprint
 
-    @pytest.mark.parametrize(
-        "damage", ["delete-cert", "delete-key", "garble-cert", "garble-key", "other-key"]
-    )
+    @pytest.mark.parametrize("damage", ["delete-cert", "delete-key", "garble-cert", "garble-key", "other-key"])
     def test_regenerates_a_damaged_pair(self, tmp_path: Path, damage: str) -> None:
         """A missing or unparsable file, or a key belonging to another certificate, triggers a new pair."""
         cert_path, key_path, old = ensure_development_certificate(tmp_path, now=NOW)

@@ -99,9 +99,7 @@ def assert_refused(server: LoopbackTlsServer, client: ssl.SSLContext, reason: st
 
 class TestProtocolVersions:
     @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1])
-    def test_legacy_versions_are_refused(
-        self, ecdsa_server: LoopbackTlsServer, version: ssl.TLSVersion
-    ) -> None:
+    def test_legacy_versions_are_refused(self, ecdsa_server: LoopbackTlsServer, version: ssl.TLSVersion) -> None:
         """A client limited to TLS 1.0 or 1.1 is refused with a protocol-version error."""
         assert_refused(ecdsa_server, client_context(version), "UNSUPPORTED_PROTOCOL")
 
@@ -243,9 +241,7 @@ class TestSessionsAndOptions:
         self, ecdsa_server: LoopbackTlsServer, permissive_ecdsa_server: LoopbackTlsServer
     ) -> None:
         """A TLS 1.2 client gets no session ticket, though the same client gets one from a default server."""
-        sessions = [
-            connect(s.address, client_context(TLS12)).session for s in (permissive_ecdsa_server, ecdsa_server)
-        ]
+        sessions = [connect(s.address, client_context(TLS12)).session for s in (permissive_ecdsa_server, ecdsa_server)]
         assert [session.has_ticket if session else None for session in sessions] == [True, False]
 
     def test_no_compression(self, ecdsa_server: LoopbackTlsServer) -> None:
@@ -272,9 +268,7 @@ class TestClientCertificates:
         return trustme.CA()
 
     @pytest.fixture
-    def mutual_server(
-        self, ecdsa_pair: CertPair, client_ca: trustme.CA, tmp_path: Path
-    ) -> Iterator[LoopbackTlsServer]:
+    def mutual_server(self, ecdsa_pair: CertPair, client_ca: trustme.CA, tmp_path: Path) -> Iterator[LoopbackTlsServer]:
         client_ca.cert_pem.write_to_path(str(tmp_path / "client-ca.pem"))
         context = server_context(*ecdsa_pair, client_ca_file=tmp_path / "client-ca.pem")
         with LoopbackTlsServer(context) as server:
