@@ -74,6 +74,21 @@ class TokenSettings:
 
 
 @dataclass(frozen=True)
+class ProcessorSettings:
+    timeout_seconds: float = 25.0
+    breaker_failures: int = 5
+    breaker_reset_seconds: float = 30.0
+    sandbox_slow_seconds: float = 30.0
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ForwardSettings:
+    timeout_seconds: float = 25.0
+    max_response_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
 class AuthSettings:
     cache_seconds: float = 5.0
 
@@ -92,6 +107,8 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     keys: KeySettings = field(default_factory=KeySettings)
     tokens: TokenSettings = field(default_factory=TokenSettings)
+    processors: ProcessorSettings = field(default_factory=ProcessorSettings)
+    forward: ForwardSettings = field(default_factory=ForwardSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
@@ -179,6 +196,33 @@ class TokensSchema(_Section):
         return TokenSettings(**data)
 
 
+class ProcessorsSchema(_Section):
+    timeout_seconds = fields.Float(load_default=ProcessorSettings.timeout_seconds, validate=validate.Range(0.1, 120))
+    breaker_failures = fields.Integer(load_default=ProcessorSettings.breaker_failures, validate=validate.Range(1, 1000))
+    breaker_reset_seconds = fields.Float(
+        load_default=ProcessorSettings.breaker_reset_seconds, validate=validate.Range(0.1, 3600)
+    )
+    sandbox_slow_seconds = fields.Float(
+        load_default=ProcessorSettings.sandbox_slow_seconds, validate=validate.Range(0, 600)
+    )
+    ca_file = fields.String(load_default=None, allow_none=True)
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> ProcessorSettings:
+        return ProcessorSettings(**{**data, "ca_file": Path(data["ca_file"]) if data["ca_file"] else None})
+
+
+class ForwardSchema(_Section):
+    timeout_seconds = fields.Float(load_default=ForwardSettings.timeout_seconds, validate=validate.Range(0.1, 120))
+    max_response_bytes = fields.Integer(
+        load_default=ForwardSettings.max_response_bytes, validate=validate.Range(1024, 16 * 1024 * 1024)
+    )
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> ForwardSettings:
+        return ForwardSettings(**data)
+
+
 class AuthSchema(_Section):
     cache_seconds = fields.Float(load_default=AuthSettings.cache_seconds, validate=validate.Range(0, 60))
 
@@ -205,6 +249,8 @@ class SettingsSchema(_Section):
     redis = fields.Nested(RedisSchema, load_default=lambda: RedisSchema().load({}))
     keys = fields.Nested(KeysSchema, load_default=lambda: KeysSchema().load({}))
     tokens = fields.Nested(TokensSchema, load_default=lambda: TokensSchema().load({}))
+    processors = fields.Nested(ProcessorsSchema, load_default=lambda: ProcessorsSchema().load({}))
+    forward = fields.Nested(ForwardSchema, load_default=lambda: ForwardSchema().load({}))
     auth = fields.Nested(AuthSchema, load_default=lambda: AuthSchema().load({}))
     log = fields.Nested(LogSchema, load_default=lambda: LogSchema().load({}))
 
