@@ -1,0 +1,1 @@
+"""Payment processors: one adapter per processor behind the small interface in ``base``."""
