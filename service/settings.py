@@ -86,6 +86,7 @@ class ProcessorSettings:
 class ForwardSettings:
     timeout_seconds: float = 25.0
     max_response_bytes: int = 1024 * 1024
+    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -217,10 +218,11 @@ class ForwardSchema(_Section):
     max_response_bytes = fields.Integer(
         load_default=ForwardSettings.max_response_bytes, validate=validate.Range(1024, 16 * 1024 * 1024)
     )
+    ca_file = fields.String(load_default=None, allow_none=True)
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> ForwardSettings:
-        return ForwardSettings(**data)
+        return ForwardSettings(**{**data, "ca_file": Path(data["ca_file"]) if data["ca_file"] else None})
 
 
 class AuthSchema(_Section):

@@ -165,6 +165,15 @@ class AgencyKeys:
         key = self._key(self.cvc_keys, crypto.blob_version(blob))
         return crypto.decrypt(key, blob, self._aad("cvc", token_id))
 
+    def seal_secret(self, purpose: str, plaintext: bytes) -> bytes:
+        """Seal an agency secret that is not card data (processor credentials) under the card key."""
+        v = self.current_version
+        return crypto.encrypt(self._key(self.card_keys, v), v, plaintext, self._aad(purpose, "-"))
+
+    def open_secret(self, purpose: str, blob: bytes) -> bytes:
+        key = self._key(self.card_keys, crypto.blob_version(blob))
+        return crypto.decrypt(key, blob, self._aad(purpose, "-"))
+
     def fingerprint(self, card_digits: str) -> str:
         """A stable keyed hash of the card number alone, unique to this agency."""
         return crypto.keyed_hash(self.fingerprint_key, card_digits.encode("ascii"), person=b"cv-fingerprint", size=16)

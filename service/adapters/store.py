@@ -29,6 +29,7 @@ import redis.exceptions as redis_exc
 
 from service.adapters.keyring import WrappedAgencyKeys
 from service.domain.agencies import Agency, AgencyStatus, KeyKind
+from service.domain.processing import ProcessorConfig, destinations_from_json
 from service.errors import StoreUnavailable
 
 SYSTEM_KEY = "cv:system"
@@ -199,6 +200,9 @@ def _decode_agency(agency_id: str, fields: Mapping[bytes, bytes]) -> AgencyRow:
         status=AgencyStatus(text["status"].decode()),
         origins=tuple(json.loads(text["origins"])),
         created=int(text["created"]),
+        processor=ProcessorConfig.from_json(text.get("processor")),
+        max_amount=int(text["max_amount"]) if text.get("max_amount") else None,
+        destinations=destinations_from_json(text.get("destinations")),
     )
     keys = WrappedAgencyKeys(
         current_version=int(text.get("dk_current", b"0")),

@@ -13,12 +13,14 @@ from typing import Any
 import click
 
 from service import __version__
+from service.cli import processing  # noqa: F401 - registers agency set-processor and friends
 from service.cli.agency import agency
 from service.cli.config import config
 from service.cli.health import health
 from service.cli.keys import keys
 from service.cli.serve import serve
 from service.errors import CardvaultError
+from service.tls import TlsConfigError
 
 
 class CardvaultGroup(click.Group):
@@ -27,13 +29,21 @@ class CardvaultGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except CardvaultError as exc:
+        except (CardvaultError, TlsConfigError) as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            # Files, sockets, permissions: the operator's environment, not a bug; say what and where.
+            raise click.ClickException(_os_error_line(exc)) from None
         except ValueError as exc:
             # Domain validation of operator input (slugs, origins) raises ValueError subclasses.
             if type(exc).__module__.startswith("service."):
                 raise click.ClickException(str(exc)) from None
             raise
+
+
+def _os_error_line(exc: OSError) -> str:
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{exc.filename}: {reason}" if exc.filename else reason
 
 
 @click.group(cls=CardvaultGroup, context_settings={"help_option_names": ["-h", "--help"]})

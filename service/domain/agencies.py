@@ -10,8 +10,10 @@ from __future__ import annotations
 import enum
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from service.domain.processing import Destination, ProcessorConfig
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
@@ -86,6 +88,9 @@ class Agency:
     status: AgencyStatus
     origins: tuple[str, ...]
     created: int
+    processor: ProcessorConfig = field(default_factory=ProcessorConfig)
+    max_amount: int | None = None
+    destinations: tuple[Destination, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -104,4 +109,7 @@ class Agency:
             "status": str(self.status),
             "origins": list(self.origins),
             "created": self.created,
+            "processor": self.processor.public(),
+            "max_amount": self.max_amount,
+            "destinations": [d.public() for d in self.destinations],
         }
