@@ -87,7 +87,7 @@ class ApiError(CardvaultError):
 class MalformedRequest(ApiError):
     status = 400
     code = "malformed_request"
-    title = "The request body is not valid JSON"
+    title = "The request is malformed"
 
 
 class Unauthenticated(ApiError):

@@ -21,6 +21,7 @@ from service.errors import DecryptionFailed, FieldError, NotFound, StoreUnavaila
 from service.settings import TokenSettings
 
 ID_ATTEMPTS = 8
+LIST_LIMIT = 100
 MIN_TOKEN_LIFETIME = 60
 
 
@@ -142,13 +143,15 @@ class Vault:
             return
         await self.store.forget_fingerprint(principal.agency.id, stored.fingerprint, token_id)
 
-    async def by_fingerprint(self, principal: Principal, fingerprint: str) -> list[TokenView]:
+    async def by_fingerprint(self, principal: Principal, fingerprint: str) -> tuple[list[TokenView], bool]:
+        """The oldest ``LIST_LIMIT`` live tokens of the card, and whether there are more."""
         found = await self.store.tokens_by_fingerprint(principal.agency.id, fingerprint)
         views = [
             TokenView.of(token_id, StoredCard.from_bytes(principal.keys.open_card(token_id, blob)), cvc_retained=cvc)
             for token_id, blob, cvc in found
         ]
-        return sorted(views, key=lambda v: (v.created, v.id))
+        views.sort(key=lambda v: (v.created, v.id))
+        return views[:LIST_LIMIT], len(views) > LIST_LIMIT
 
 
 def utc_now(clock: Clock) -> dt.datetime:

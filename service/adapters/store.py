@@ -34,7 +34,7 @@ from service.errors import StoreUnavailable
 
 SYSTEM_KEY = "cv:system"
 AGENCIES_KEY = "cv:agencies"
-FINGERPRINT_LIST_LIMIT = 100
+FINGERPRINT_LIST_LIMIT = 1000  # read at most this many; the API shows the oldest 100
 
 
 def agency_key(agency_id: str) -> str:

@@ -24,7 +24,7 @@ TYPE_PREFIX = "urn:cardvault:problem:"
 
 #: aiohttp's own refusals (no route, wrong method, body too big...) as our codes.
 HTTP_STATUS_CODES = {
-    400: ("malformed_request", "The request could not be read"),
+    400: ("malformed_request", "The request is malformed"),
     401: ("unauthenticated", "A valid API key is required"),
     403: ("forbidden", "Forbidden"),
     404: ("not_found", "No such resource"),

@@ -65,7 +65,7 @@ class CardInputSchema(_Strict):
         load_default=None,
         validate=[
             validate.Length(min=1, max=16),
-            validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9 -]*$", error="Letters, digits, spaces and dashes only"),
+            validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9 -]*\Z", error="Letters, digits, spaces and dashes only"),
             no_card_number,
         ],
     )
@@ -94,7 +94,7 @@ class TokenCreateSchema(_Strict):
 
 
 class TokenListQuerySchema(_Strict):
-    fingerprint = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{32}$", error="Not a fingerprint"))
+    fingerprint = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{32}\Z", error="Not a fingerprint"))
 
 
 def tokenize_request(data: Mapping[str, Any], *, today: dt.date) -> TokenizeRequest:

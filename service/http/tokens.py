@@ -43,5 +43,5 @@ async def delete_token(request: web.Request) -> web.Response:
 async def list_tokens(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     query = load(TokenListQuerySchema(), dict(request.query))
-    views = await _vault(request).by_fingerprint(principal, query["fingerprint"])
-    return web.json_response({"object": "list", "data": [token_json(v) for v in views]})
+    views, has_more = await _vault(request).by_fingerprint(principal, query["fingerprint"])
+    return web.json_response({"object": "list", "data": [token_json(v) for v in views], "has_more": has_more})

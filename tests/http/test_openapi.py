@@ -481,7 +481,7 @@ class TestTokenConformance:
         await contract.call("DELETE", path, status=404, headers=other_agency.auth)
         await contract.call("GET", "/v1/tokens/not-a-token", status=404, headers=agency.auth)
         foreign = await contract.call("GET", "/v1/tokens", status=200, params=fingerprint, headers=other_agency.auth)
-        assert foreign.json() == {"object": "list", "data": []}
+        assert foreign.json() == {"object": "list", "data": [], "has_more": False}
 
         for params, expected, conforms in [
             (None, ("fingerprint", "required"), False),

@@ -177,7 +177,7 @@ class TestCrossAgency:
             "/v1/tokens", params={"fingerprint": theirs["card"]["fingerprint"]}, headers=agency.auth
         )
         assert resp.status == 200
-        assert await resp.json() == {"object": "list", "data": []}
+        assert await resp.json() == {"object": "list", "data": [], "has_more": False}
 
     async def test_fingerprints_differ_between_agencies(
         self, client: Client, agency: AgencyKeys, other_agency: AgencyKeys

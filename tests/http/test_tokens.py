@@ -582,7 +582,8 @@ class TestListByFingerprint:
         assert resp.status == 200
         assert_no_card_data(text)
         body = json.loads(text)
-        assert set(body) == {"object", "data"}
+        assert set(body) == {"object", "data", "has_more"}
+        assert body["has_more"] is False
         assert body["object"] == "list"
         assert sorted(body["data"], key=lambda t: t["id"]) == sorted([first, second, shaped], key=lambda t: t["id"])
 
@@ -590,7 +591,7 @@ class TestListByFingerprint:
         """A well-formed fingerprint no card has gives an empty list, not an error."""
         resp = await client.get("/v1/tokens", params={"fingerprint": "0" * 32}, headers=agency.auth)
         assert resp.status == 200
-        assert await resp.json() == {"object": "list", "data": []}
+        assert await resp.json() == {"object": "list", "data": [], "has_more": False}
 
     async def test_deleted_and_expired_tokens_are_not_listed(
         self, client: Client, agency: AgencyKeys, r: redis.Redis
