@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
+import aiohttp
 import structlog
 from aiohttp import web
 
+from service.adapters.charges_store import ChargeStore
+from service.adapters.idempotency_store import IdempotencyStore
 from service.adapters.keyring import Keyring, MasterKeys
+from service.adapters.processors.registry import ProcessorRegistry
 from service.adapters.redis_client import make_client
 from service.adapters.store import VaultStore
 from service.agencies import AgencyService
+from service.charges import ChargeService
 from service.clock import Clock, system_clock
 from service.errors import StoreUnavailable
 from service.http import middlewares, parser_errors
@@ -43,6 +50,9 @@ async def bootstrap(svc: Services, store: VaultStore) -> None:
     svc.store = store
     svc.agencies = AgencyService(store, svc.keyring, svc.clock, cache_seconds=svc.settings.auth.cache_seconds)
     svc.vault = Vault(store, svc.settings.tokens, svc.clock)
+    svc.idempotency = IdempotencyStore(store.redis)
+    assert svc.processors is not None  # processors_context runs first
+    svc.charges = ChargeService(ChargeStore(store.redis), svc.processors, svc.clock)
     log.info("vault ready")
 
 
@@ -54,6 +64,27 @@ async def _bootstrap_until_done(svc: Services, store: VaultStore) -> None:
         except StoreUnavailable as exc:
             log.warning("waiting for redis", reason=str(exc))
             await asyncio.sleep(BOOTSTRAP_RETRY_SECONDS)
+
+
+def outbound_tls(ca_file: Path | None) -> ssl.SSLContext:
+    """Verify processors' certificates against the system's CAs, plus ``ca_file`` when given."""
+    context = ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
+
+
+async def processors_context(app: web.Application) -> AsyncIterator[None]:
+    """One HTTP client session for every processor call, closed at shutdown."""
+    svc = app[SERVICES]
+    settings = svc.settings.processors
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=100, ssl=outbound_tls(settings.ca_file)),
+        auto_decompress=True,
+    ) as session:
+        svc.processors = ProcessorRegistry(settings, session, outbound_tls(settings.ca_file))
+        yield
 
 
 def redis_context(redis_url: str) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -91,6 +122,7 @@ def create_app(
         middlewares=[middlewares.request_id, middlewares.security_headers, middlewares.errors],
     )
     app[SERVICES] = Services(settings=settings, clock=clock, keyring=Keyring(master_keys), tls=tls)
+    app.cleanup_ctx.append(processors_context)
     app.cleanup_ctx.append(redis_context(redis_url))
     add_routes(app)
     return app

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from service.adapters.processors.base import ProcessorError
 from service.domain.redaction import contains_card_number
 from service.errors import ApiError, DecryptionFailed, KeyringError, StoreUnavailable
 from service.http import problems
@@ -108,6 +109,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return problems.problem_response(
             500, "integrity_error", "Stored data failed its integrity check", request_id=rid
         )
+    except ProcessorError as exc:
+        log.warning("processor gave no answer", code=exc.code, path=request.path)
+        return problems.from_processor_error(exc, rid)
     except KeyringError as exc:
         log.error("keyring error", reason=str(exc), path=request.path)
         return problems.problem_response(503, "keys_unavailable", "The vault's keys are not available", request_id=rid)

@@ -13,6 +13,7 @@ with the same headers every other answer carries, echoing nothing.
 from __future__ import annotations
 
 from http import HTTPStatus
+
 from aiohttp import web, web_protocol
 
 from service.http import problems
@@ -47,4 +48,3 @@ def install() -> None:
 
     setattr(handle_error, _MARK, True)
     web_protocol.RequestHandler.handle_error = handle_error  # type: ignore[method-assign]
-

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from service.adapters.processors.base import ProcessorError
 from service.domain.redaction import redact_value
 from service.errors import ApiError, FieldError
 
@@ -44,7 +45,9 @@ def problem_response(
     errors: Sequence[FieldError] = (),
     request_id: str | None = None,
     headers: dict[str, str] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> web.Response:
+    """``extensions`` are RFC 9457 extension members, e.g. the charge a processor failure left behind."""
     body: dict[str, Any] = {"type": TYPE_PREFIX + code, "title": title, "status": status, "code": code}
     if detail and detail != title:
         body["detail"] = detail
@@ -52,6 +55,8 @@ def problem_response(
         body["errors"] = [{"field": e.field, "code": e.code, "message": e.message} for e in errors]
     if request_id:
         body["request_id"] = request_id
+    if extensions:
+        body.update(extensions)
     safe = redact_value(body)
     return web.Response(
         status=status,
@@ -72,6 +77,24 @@ def from_api_error(error: ApiError, request_id: str | None) -> web.Response:
         request_id=request_id,
         headers=headers,
     )
+
+
+PROCESSOR_PROBLEMS = {
+    "processor_circuit_open": (503, "The processor is failing; charges to it are paused. Retry shortly"),
+    "processor_timeout": (504, "The processor did not answer in time; the outcome is unknown"),
+    "processor_rejected": (502, "The processor refused the request (check the agency's processor settings)"),
+    "processor_unavailable": (502, "The processor could not be reached"),
+    "processor_error": (502, "The processor gave no usable answer"),
+}
+
+
+def from_processor_error(
+    error: ProcessorError, request_id: str | None, extensions: dict[str, Any] | None = None
+) -> web.Response:
+    """502/503/504 for a processor that gave no answer; ``extensions`` carries the charge left behind."""
+    status, title = PROCESSOR_PROBLEMS.get(error.code, PROCESSOR_PROBLEMS["processor_error"])
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return problem_response(status, error.code, title, request_id=request_id, headers=headers, extensions=extensions)
 
 
 def from_http_exception(error: web.HTTPException, request_id: str | None) -> web.Response:

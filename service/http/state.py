@@ -6,9 +6,12 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from service.adapters.idempotency_store import IdempotencyStore
 from service.adapters.keyring import Keyring
+from service.adapters.processors.registry import ProcessorRegistry
 from service.adapters.store import VaultStore
 from service.agencies import AgencyService
+from service.charges import ChargeService
 from service.clock import Clock
 from service.settings import Settings
 from service.vault import Vault
@@ -24,6 +27,9 @@ class Services:
     store: VaultStore | None = None
     agencies: AgencyService | None = None
     vault: Vault | None = None
+    processors: ProcessorRegistry | None = None
+    charges: ChargeService | None = None
+    idempotency: IdempotencyStore | None = None
     tls: bool = True
     startup_problems: list[str] = field(default_factory=list)
 

@@ -8,6 +8,7 @@ from service.http.auth import authenticate
 from service.http.body import load, read_and_load
 from service.http.schemas import TokenCreateSchema, TokenListQuerySchema, token_json, tokenize_request
 from service.http.state import services
+from service.idempotency import run_once
 from service.vault import Vault, utc_now
 
 
@@ -17,15 +18,21 @@ def _vault(request: web.Request) -> Vault:
     return vault
 
 
-async def create_token(request: web.Request) -> web.Response:
+async def create_token(request: web.Request) -> web.StreamResponse:
     principal = await authenticate(request, publishable_ok=True)
-    data = await read_and_load(request, TokenCreateSchema())
-    today = utc_now(services(request).clock).date()
-    result = await _vault(request).tokenize(principal, tokenize_request(data, today=today))
-    response = web.json_response(token_json(result.token), status=201 if result.created else 200)
-    if result.created:
-        response.headers["Location"] = f"/v1/tokens/{result.token.id}"
-    return response
+
+    async def produce() -> web.StreamResponse:
+        data = await read_and_load(request, TokenCreateSchema())
+        today = utc_now(services(request).clock).date()
+        result = await _vault(request).tokenize(principal, tokenize_request(data, today=today))
+        response = web.json_response(token_json(result.token), status=201 if result.created else 200)
+        if result.created:
+            response.headers["Location"] = f"/v1/tokens/{result.token.id}"
+        return response
+
+    store = services(request).idempotency
+    assert store is not None
+    return await run_once(request, store, principal.agency.id, produce)
 
 
 async def get_token(request: web.Request) -> web.Response:

@@ -57,6 +57,7 @@ import json
 import re
 import secrets
 import ssl
+from pathlib import Path
 import string
 import time
 from collections import Counter, deque
@@ -304,6 +305,11 @@ class FakeAuthorizeNet:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificates and host names
         self._ca.configure_trust(context)
         return context
+
+    def write_ca_pem(self, path: Path) -> Path:
+        """The fake's CA certificate as a PEM file, for the service's ``processors.ca_file``."""
+        self._ca.cert_pem.write_to_path(str(path))
+        return path
 
     def fail_next(self, count: int = 1) -> None:
         """Answer the next ``count`` requests with HTTP 500 without processing them."""

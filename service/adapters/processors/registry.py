@@ -1,0 +1,106 @@
+"""Which processor serves an agency, built from its settings, behind timeout and circuit breaker.
+
+Every call goes through :class:`GuardedProcessor`: the circuit breaker first,
+then the adapter under an overall timeout (a backstop even for adapters with
+their own), so a processor that hangs becomes ProcessorTimeout after
+``processors.timeout_seconds`` and one that keeps failing is paused.
+Breakers are per processor account (name, endpoint, login), shared by every
+agency that uses the same account in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import aiohttp
+
+from service.adapters.keyring import AgencyKeys
+from service.adapters.processors.authorize_net import AuthorizeNetProcessor
+from service.adapters.processors.base import (
+    AuthorizationRequest,
+    Processor,
+    ProcessorResult,
+    ProcessorTimeout,
+    ProcessorUnavailable,
+)
+from service.adapters.processors.breaker import CircuitBreaker
+from service.adapters.processors.sandbox import SandboxProcessor
+from service.domain.processing import AUTHORIZE_NET_SANDBOX, ProcessorConfig, ProcessorName
+from service.settings import ProcessorSettings
+
+T = TypeVar("T")
+
+
+class GuardedProcessor:
+    """A processor with the breaker and the overall timeout around every call."""
+
+    def __init__(self, inner: Processor, breaker: CircuitBreaker, timeout: float) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.breaker = breaker
+        self.timeout = timeout
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        self.breaker.before_call()
+        try:
+            async with asyncio.timeout(self.timeout):
+                result = await call()
+        except TimeoutError:
+            self.breaker.record_failure()
+            raise ProcessorTimeout(f"{self.name} did not answer within {self.timeout:g} s") from None
+        except (ProcessorTimeout, ProcessorUnavailable):
+            self.breaker.record_failure()
+            raise
+        self.breaker.record_success()
+        return result
+
+    async def authorize(self, request: AuthorizationRequest) -> ProcessorResult:
+        return await self._call(lambda: self.inner.authorize(request))
+
+    async def capture(self, transaction_id: str, amount: int, currency: str) -> ProcessorResult:
+        return await self._call(lambda: self.inner.capture(transaction_id, amount, currency))
+
+    async def void(self, transaction_id: str) -> ProcessorResult:
+        return await self._call(lambda: self.inner.void(transaction_id))
+
+    async def refund(self, transaction_id: str, amount: int, currency: str, card_last4: str) -> ProcessorResult:
+        return await self._call(lambda: self.inner.refund(transaction_id, amount, currency, card_last4))
+
+
+class ProcessorRegistry:
+    def __init__(self, settings: ProcessorSettings, session: aiohttp.ClientSession, ssl_context: ssl.SSLContext | None):
+        self.settings = settings
+        self.session = session
+        self.ssl_context = ssl_context
+        self.sandbox = SandboxProcessor(slow_seconds=settings.sandbox_slow_seconds)
+        self._breakers: dict[tuple[str, str, str], CircuitBreaker] = {}
+
+    def breaker(self, config: ProcessorConfig) -> CircuitBreaker:
+        account = (str(config.name), config.endpoint or "", config.login_id or "")
+        breaker = self._breakers.get(account)
+        if breaker is None:
+            breaker = self._breakers[account] = CircuitBreaker(
+                threshold=self.settings.breaker_failures, reset_seconds=self.settings.breaker_reset_seconds
+            )
+        return breaker
+
+    def for_agency(self, config: ProcessorConfig, keys: AgencyKeys) -> GuardedProcessor:
+        inner: Processor
+        if config.name is ProcessorName.SANDBOX:
+            inner = self.sandbox
+        else:
+            if config.sealed_credentials is None or config.login_id is None:
+                raise ProcessorUnavailable("authorize_net is configured without credentials")
+            transaction_key = keys.open_secret("processor-credentials", config.sealed_credentials).decode()
+            inner = AuthorizeNetProcessor(
+                login_id=config.login_id,
+                transaction_key=transaction_key,
+                endpoint=config.endpoint or AUTHORIZE_NET_SANDBOX,
+                session=self.session,
+                timeout=self.settings.timeout_seconds,
+                ssl=self.ssl_context,
+            )
+        return GuardedProcessor(inner, self.breaker(config), self.settings.timeout_seconds)

@@ -1,0 +1,303 @@
+"""Charge use cases: send a token's card straight to the agency's processor, then capture, void, refund.
+
+The card is decrypted only here, for the one processor call, and its CVC is
+taken (read and deleted) by the same Redis script that records the charge, so
+a CVC never outlives the first authorization that uses it, whatever the
+outcome.  The charge record is written *before* the processor is called, with
+status ``unknown``; if the process dies mid-call the record says exactly
+that.  With an Idempotency-Key the charge id is derived from the key, so even
+a retry that arrives after the idempotency record is gone finds the charge
+instead of charging again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+
+from service.adapters.charges_store import ChargeStore
+from service.adapters.processors.base import (
+    AuthorizationRequest,
+    CardDetails,
+    CircuitOpen,
+    Outcome,
+    ProcessorError,
+    ProcessorResult,
+    ProcessorTimeout,
+)
+from service.adapters.processors.registry import GuardedProcessor, ProcessorRegistry
+from service.agencies import Principal
+from service.clock import Clock
+from service.domain.cards import parse_cvc
+from service.domain.charges import (
+    Channel,
+    Charge,
+    ChargeRuleError,
+    ChargeStatus,
+    ProcessorInfo,
+    Refund,
+    new_charge_id,
+    new_refund_id,
+)
+from service.domain.tokens import StoredCard, is_token_id
+from service.errors import Conflict, FieldError, NotFound, ValidationFailed
+
+LOCK_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    token: str
+    amount: int
+    currency: str
+    capture: bool = True
+    description: str | None = None
+    order_reference: str | None = None
+    channel: Channel = Channel.WEB
+
+
+@dataclass(frozen=True)
+class ChargeOutcome:
+    """A charge and how its processor call ended (for the HTTP status)."""
+
+    charge: Charge
+    created: bool
+    error: ProcessorError | None = None
+
+
+def charge_id_for(agency_id: str, idempotency_key: str | None) -> str:
+    if idempotency_key is None:
+        return new_charge_id()
+    digest = hashlib.blake2b(f"{agency_id}\0{idempotency_key}".encode(), person=b"cv-charge-id", digest_size=18)
+    return "ch_" + digest.hexdigest()[:24]
+
+
+def _rule_error(exc: ChargeRuleError) -> Exception:
+    if exc.code == "amount_too_large":
+        return ValidationFailed(errors=[FieldError("amount", exc.code, str(exc))])
+    return Conflict(str(exc), code=exc.code)
+
+
+class ChargeService:
+    def __init__(self, store: ChargeStore, processors: ProcessorRegistry, clock: Clock) -> None:
+        self.store = store
+        self.processors = processors
+        self.clock = clock
+
+    def _now(self) -> int:
+        return int(self.clock())
+
+    def _processor(self, principal: Principal) -> GuardedProcessor:
+        return self.processors.for_agency(principal.agency.processor, principal.keys)
+
+    async def create(self, principal: Principal, request: ChargeRequest, idempotency_key: str | None) -> ChargeOutcome:
+        agency = principal.agency
+        if agency.max_amount is not None and request.amount > agency.max_amount:
+            raise ValidationFailed(
+                errors=[FieldError("amount", "amount_over_limit", f"At most {agency.max_amount} for this agency")]
+            )
+        if not is_token_id(request.token):
+            raise NotFound("No such token", code="token_not_found")
+        processor = self._processor(principal)
+        if processor.breaker.state == "open":
+            raise CircuitOpen("the processor is failing; calls are paused")
+        now = self._now()
+        placeholder = Charge(
+            id=charge_id_for(agency.id, idempotency_key),
+            token=request.token,
+            amount=request.amount,
+            currency=request.currency,
+            status=ChargeStatus.UNKNOWN,
+            channel=request.channel,
+            card_brand="",
+            card_last4="",
+            processor=ProcessorInfo(name=processor.name),
+            created=now,
+            description=request.description,
+            order_reference=request.order_reference,
+            failure_message="Awaiting the processor's answer.",
+        )
+        started = await self.store.start(
+            agency.id, placeholder.id, request.token, placeholder.to_json(), request.order_reference
+        )
+        if started.outcome == "exists":
+            assert started.existing is not None
+            return ChargeOutcome(Charge.from_json(started.existing), created=False)
+        if started.outcome == "no_token":
+            raise NotFound("No such token", code="token_not_found")
+        assert started.card_blob is not None
+        stored = StoredCard.from_bytes(principal.keys.open_card(request.token, started.card_blob))
+        cvc = (
+            parse_cvc(principal.keys.open_cvc(request.token, started.cvc_blob).decode(), stored.number.brand)
+            if started.cvc_blob
+            else None
+        )
+        pending = replace(placeholder, card_brand=str(stored.number.brand), card_last4=stored.number.last4)
+        authorization = AuthorizationRequest(
+            card=CardDetails(
+                number=stored.number,
+                exp_month=stored.exp_month,
+                exp_year=stored.exp_year,
+                cvc=cvc,
+                name=stored.name,
+                postal_code=stored.postal_code,
+            ),
+            amount=request.amount,
+            currency=request.currency,
+            capture=request.capture,
+            reference=placeholder.id.removeprefix("ch_")[:20],  # Authorize.Net caps refId and invoiceNumber at 20
+            description=request.description,
+            order_reference=request.order_reference,
+        )
+        error: ProcessorError | None = None
+        try:
+            result = await processor.authorize(authorization)
+            final = self._after_authorization(pending, result, request.capture)
+        except ProcessorError as exc:
+            error = exc
+            final = self._after_error(pending, exc)
+        await self._save(agency.id, placeholder, final)
+        return ChargeOutcome(final, created=True, error=error)
+
+    def _after_authorization(self, charge: Charge, result: ProcessorResult, capture: bool) -> Charge:
+        now = self._now()
+        info = ProcessorInfo(
+            name=charge.processor.name,
+            transaction_id=result.transaction_id,
+            auth_code=result.auth_code,
+            avs_result=result.avs_result,
+            cvc_check=result.cvc_check,
+        )
+        if result.outcome is Outcome.APPROVED:
+            status = ChargeStatus.SUCCEEDED if capture else ChargeStatus.REQUIRES_CAPTURE
+            captured = charge.amount if capture else 0
+            return charge.with_status(
+                status, now, result.message, processor=info, amount_captured=captured, failure_message=None
+            )
+        if result.outcome is Outcome.DECLINED:
+            return charge.with_status(
+                ChargeStatus.DECLINED,
+                now,
+                result.message,
+                processor=info,
+                decline_code=result.decline_code or "generic_decline",
+                failure_message=result.message,
+            )
+        if result.outcome is Outcome.HELD:
+            return charge.with_status(
+                ChargeStatus.UNKNOWN,
+                now,
+                "held for review at the processor",
+                processor=info,
+                failure_message="The processor is holding this payment for review.",
+            )
+        return charge.with_status(
+            ChargeStatus.FAILED,
+            now,
+            result.message,
+            processor=info,
+            decline_code=result.decline_code or "processing_error",
+            failure_message=result.message,
+        )
+
+    def _after_error(self, charge: Charge, error: ProcessorError) -> Charge:
+        now = self._now()
+        if isinstance(error, ProcessorTimeout):
+            return charge.with_status(
+                ChargeStatus.UNKNOWN,
+                now,
+                error.code,
+                failure_message="The processor did not answer in time; the outcome is unknown. "
+                "Do not charge again: reconcile this charge with the processor.",
+            )
+        return charge.with_status(ChargeStatus.FAILED, now, error.code, failure_message=str(error))
+
+    async def _save(self, agency_id: str, before: Charge, after: Charge) -> None:
+        if not await self.store.replace(agency_id, after.id, before.to_json(), after.to_json()):
+            raise Conflict("The charge changed while it was being updated; fetch it again", code="charge_busy")
+
+    async def get(self, principal: Principal, charge_id: str) -> Charge:
+        raw = await self.store.get(principal.agency.id, charge_id) if charge_id.startswith("ch_") else None
+        if raw is None:
+            raise NotFound("No such charge", code="charge_not_found")
+        return Charge.from_json(raw)
+
+    async def by_order_reference(self, principal: Principal, reference: str) -> list[Charge]:
+        found = [Charge.from_json(raw) for raw in await self.store.by_order_reference(principal.agency.id, reference)]
+        return sorted(found, key=lambda c: (c.created, c.id))
+
+    async def _locked(self, principal: Principal, charge_id: str) -> Charge:
+        charge = await self.get(principal, charge_id)
+        if not await self.store.lock(principal.agency.id, charge_id, LOCK_SECONDS):
+            raise Conflict("Another operation on this charge is in progress", code="charge_busy")
+        return charge
+
+    async def capture(self, principal: Principal, charge_id: str, amount: int | None) -> ChargeOutcome:
+        charge = await self._locked(principal, charge_id)
+        try:
+            try:
+                wanted = charge.check_capture(amount)
+            except ChargeRuleError as exc:
+                raise _rule_error(exc) from None
+            transaction_id = charge.processor.transaction_id or ""
+            try:
+                result = await self._processor(principal).capture(transaction_id, wanted, charge.currency)
+            except ProcessorError as exc:
+                return ChargeOutcome(charge, created=False, error=exc)
+            if result.approved:
+                after = charge.with_status(ChargeStatus.SUCCEEDED, self._now(), "captured", amount_captured=wanted)
+            else:
+                after = replace(charge, failure_message=result.message)
+            await self._save(principal.agency.id, charge, after)
+            return ChargeOutcome(after, created=False)
+        finally:
+            await self.store.unlock(principal.agency.id, charge_id)
+
+    async def void(self, principal: Principal, charge_id: str) -> ChargeOutcome:
+        charge = await self._locked(principal, charge_id)
+        try:
+            try:
+                charge.check_void()
+            except ChargeRuleError as exc:
+                raise _rule_error(exc) from None
+            try:
+                result = await self._processor(principal).void(charge.processor.transaction_id or "")
+            except ProcessorError as exc:
+                return ChargeOutcome(charge, created=False, error=exc)
+            after = (
+                charge.with_status(ChargeStatus.VOIDED, self._now(), "voided")
+                if result.approved
+                else replace(charge, failure_message=result.message)
+            )
+            await self._save(principal.agency.id, charge, after)
+            return ChargeOutcome(after, created=False)
+        finally:
+            await self.store.unlock(principal.agency.id, charge_id)
+
+    async def refund(
+        self, principal: Principal, charge_id: str, amount: int | None
+    ) -> tuple[ChargeOutcome, Refund | None]:
+        charge = await self._locked(principal, charge_id)
+        try:
+            try:
+                wanted = charge.check_refund(amount)
+            except ChargeRuleError as exc:
+                raise _rule_error(exc) from None
+            try:
+                result = await self._processor(principal).refund(
+                    charge.processor.transaction_id or "", wanted, charge.currency, charge.card_last4
+                )
+            except ProcessorError as exc:
+                return ChargeOutcome(charge, created=False, error=exc), None
+            refund = Refund(
+                id=new_refund_id(),
+                amount=wanted,
+                status="succeeded" if result.approved else "failed",
+                processor_transaction_id=result.transaction_id,
+                created=self._now(),
+            )
+            after = charge.with_refund(refund)
+            await self._save(principal.agency.id, charge, after)
+            return ChargeOutcome(after, created=False), refund
+        finally:
+            await self.store.unlock(principal.agency.id, charge_id)

@@ -1,0 +1,164 @@
+"""Charges: amounts, statuses, and the rules for capture, void and refund.
+
+A charge never holds a card number: only the token it was made with, the
+card's brand and last four, and what the processor answered.  The status
+machine::
+
+    create(capture=true)   -> succeeded | declined | failed | unknown
+    create(capture=false)  -> requires_capture | declined | failed | unknown
+    requires_capture --capture(amount <= authorized)--> succeeded
+    requires_capture --void--> voided
+    succeeded --refund(amount <= captured - refunded)--> succeeded (amount_refunded grows)
+
+``unknown`` means the processor did not answer in time: the money may or may
+not have moved, so nothing further is allowed until an operator reconciles it.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import secrets
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+CURRENCIES = frozenset({"usd"})
+MAX_AMOUNT = 99_999_999  # $999,999.99: the most any processor we speak to accepts
+REFERENCE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,63}$")
+
+
+class ChargeStatus(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    REQUIRES_CAPTURE = "requires_capture"
+    DECLINED = "declined"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    VOIDED = "voided"
+
+
+class Channel(enum.StrEnum):
+    WEB = "web"
+    PHONE = "phone"
+    FAX = "fax"
+    MAIL = "mail"
+
+
+class ChargeRuleError(ValueError):
+    """A capture, void or refund the charge's state does not allow."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def new_charge_id() -> str:
+    return "ch_" + secrets.token_urlsafe(18)
+
+
+def new_refund_id() -> str:
+    return "re_" + secrets.token_urlsafe(18)
+
+
+@dataclass(frozen=True)
+class ProcessorInfo:
+    name: str
+    transaction_id: str | None = None
+    auth_code: str | None = None
+    avs_result: str | None = None
+    cvc_check: str | None = None
+
+
+@dataclass(frozen=True)
+class Refund:
+    id: str
+    amount: int
+    status: str  # succeeded | failed
+    processor_transaction_id: str | None
+    created: int
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    status: str
+    at: int
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Charge:
+    """A charge record as stored (JSON) and shown (the API adds nothing secret to it)."""
+
+    id: str
+    token: str
+    amount: int
+    currency: str
+    status: ChargeStatus
+    channel: Channel
+    card_brand: str
+    card_last4: str
+    processor: ProcessorInfo
+    created: int
+    amount_captured: int = 0
+    amount_refunded: int = 0
+    description: str | None = None
+    order_reference: str | None = None
+    decline_code: str | None = None
+    failure_message: str | None = None
+    refunds: tuple[Refund, ...] = ()
+    history: tuple[StatusChange, ...] = field(default_factory=tuple)
+
+    # -- rules -------------------------------------------------------------
+    def check_capture(self, amount: int | None) -> int:
+        """The amount a capture may take, or ChargeRuleError."""
+        if self.status is ChargeStatus.SUCCEEDED:
+            raise ChargeRuleError("charge_already_captured", "This charge has already been captured.")
+        if self.status is not ChargeStatus.REQUIRES_CAPTURE:
+            raise ChargeRuleError("charge_not_capturable", f"A {self.status} charge cannot be captured.")
+        wanted = self.amount if amount is None else amount
+        if wanted > self.amount:
+            raise ChargeRuleError("amount_too_large", "A capture may not exceed the authorized amount.")
+        return wanted
+
+    def check_void(self) -> None:
+        if self.status is ChargeStatus.SUCCEEDED:
+            raise ChargeRuleError("charge_already_captured", "A captured charge cannot be voided; refund it.")
+        if self.status is not ChargeStatus.REQUIRES_CAPTURE:
+            raise ChargeRuleError("charge_not_voidable", f"A {self.status} charge cannot be voided.")
+
+    def check_refund(self, amount: int | None) -> int:
+        if self.status is not ChargeStatus.SUCCEEDED:
+            raise ChargeRuleError("charge_not_refundable", f"A {self.status} charge cannot be refunded.")
+        remaining = self.amount_captured - self.amount_refunded
+        if remaining <= 0:
+            raise ChargeRuleError("charge_fully_refunded", "This charge has already been refunded in full.")
+        wanted = remaining if amount is None else amount
+        if wanted > remaining:
+            raise ChargeRuleError("amount_too_large", "A refund may not exceed what was captured and not yet refunded.")
+        return wanted
+
+    # -- transitions ---------------------------------------------------------
+    def with_status(self, status: ChargeStatus, at: int, note: str | None = None, **changes: Any) -> Charge:
+        return replace(self, status=status, history=(*self.history, StatusChange(str(status), at, note)), **changes)
+
+    def with_refund(self, refund: Refund) -> Charge:
+        refunded = self.amount_refunded + (refund.amount if refund.status == "succeeded" else 0)
+        return replace(self, refunds=(*self.refunds, refund), amount_refunded=refunded)
+
+    # -- storage ---------------------------------------------------------------
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Charge:
+        raw = json.loads(data)
+        return cls(
+            **{
+                **raw,
+                "status": ChargeStatus(raw["status"]),
+                "channel": Channel(raw["channel"]),
+                "processor": ProcessorInfo(**raw["processor"]),
+                "refunds": tuple(Refund(**r) for r in raw["refunds"]),
+                "history": tuple(StatusChange(**h) for h in raw["history"]),
+            }
+        )

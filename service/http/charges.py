@@ -1,0 +1,141 @@
+"""The charges API: charge a token, capture, void, refund, look up.
+
+Every POST here changes money, so every POST runs under ``run_once``: with an
+Idempotency-Key a retry gets the first answer byte for byte and never reaches
+the processor again.  Once the processor has been called the handler answers
+(even when the answer is a timeout) instead of raising, so that answer is
+what retries get.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from service.charges import ChargeOutcome, ChargeRequest, ChargeService
+from service.domain.charges import Channel, Charge, ChargeStatus, Refund
+from service.http.auth import authenticate
+from service.http.body import load, read_json
+from service.http.charge_schemas import (
+    AmountSchema,
+    ChargeCreateSchema,
+    ChargeListQuerySchema,
+    EmptySchema,
+    charge_json,
+    refund_object,
+)
+from service.http.middlewares import request_id_of
+from service.http.problems import from_processor_error
+from service.http.state import services
+from service.idempotency import idempotency_key, run_once
+
+
+def _charges(request: web.Request) -> ChargeService:
+    svc = services(request).charges
+    assert svc is not None  # authenticate() has refused already when the service is not ready
+    return svc
+
+
+async def _idempotent(
+    request: web.Request, agency_id: str, produce: Callable[[], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    store = services(request).idempotency
+    assert store is not None
+    return await run_once(request, store, agency_id, produce)
+
+
+def _charge_answer(request: web.Request, outcome: ChargeOutcome, *, new: bool) -> web.Response:
+    """201 for a new charge, 200 for an existing one, 402 for a decline, 502/504 when the processor failed."""
+    charge = outcome.charge
+    body = charge_json(charge)
+    if outcome.error is not None:
+        return from_processor_error(outcome.error, request_id_of(request), extensions={"charge": body})
+    if charge.status in (ChargeStatus.DECLINED, ChargeStatus.FAILED):
+        return web.json_response(body, status=402)
+    status = 201 if new and outcome.created else 200
+    response = web.json_response(body, status=status)
+    if status == 201:
+        response.headers["Location"] = f"/v1/charges/{charge.id}"
+    return response
+
+
+async def create_charge(request: web.Request) -> web.StreamResponse:
+    principal = await authenticate(request)
+
+    async def produce() -> web.StreamResponse:
+        data = load(ChargeCreateSchema(), await read_json(request))
+        charge_request = ChargeRequest(
+            token=data["token"],
+            amount=data["amount"],
+            currency=data["currency"],
+            capture=data["capture"],
+            description=data["description"],
+            order_reference=data["order_reference"],
+            channel=Channel(data["channel"]),
+        )
+        outcome = await _charges(request).create(principal, charge_request, idempotency_key(request))
+        return _charge_answer(request, outcome, new=True)
+
+    return await _idempotent(request, principal.agency.id, produce)
+
+
+async def get_charge(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    charge = await _charges(request).get(principal, request.match_info["charge_id"])
+    return web.json_response(charge_json(charge))
+
+
+async def list_charges(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    query = load(ChargeListQuerySchema(), dict(request.query))
+    found: list[Charge] = await _charges(request).by_order_reference(principal, query["order_reference"])
+    return web.json_response({"object": "list", "data": [charge_json(c) for c in found]})
+
+
+async def capture_charge(request: web.Request) -> web.StreamResponse:
+    principal = await authenticate(request)
+
+    async def produce() -> web.StreamResponse:
+        data = load(AmountSchema(), await _optional_json(request))
+        outcome = await _charges(request).capture(principal, request.match_info["charge_id"], data["amount"])
+        return _charge_answer(request, outcome, new=False)
+
+    return await _idempotent(request, principal.agency.id, produce)
+
+
+async def void_charge(request: web.Request) -> web.StreamResponse:
+    principal = await authenticate(request)
+
+    async def produce() -> web.StreamResponse:
+        load(EmptySchema(), await _optional_json(request))
+        outcome = await _charges(request).void(principal, request.match_info["charge_id"])
+        return _charge_answer(request, outcome, new=False)
+
+    return await _idempotent(request, principal.agency.id, produce)
+
+
+async def refund_charge(request: web.Request) -> web.StreamResponse:
+    principal = await authenticate(request)
+
+    async def produce() -> web.StreamResponse:
+        data = load(AmountSchema(), await _optional_json(request))
+        outcome, refund = await _charges(request).refund(principal, request.match_info["charge_id"], data["amount"])
+        if outcome.error is not None or refund is None:
+            return _charge_answer(request, outcome, new=False)
+        return _refund_answer(outcome.charge, refund)
+
+    return await _idempotent(request, principal.agency.id, produce)
+
+
+def _refund_answer(charge: Charge, refund: Refund) -> web.Response:
+    status = 201 if refund.status == "succeeded" else 402
+    return web.json_response(refund_object(refund, charge.id), status=status)
+
+
+async def _optional_json(request: web.Request) -> dict[str, Any]:
+    """These POSTs may come with no body at all; an empty body means {}."""
+    if not request.body_exists or request.content_length == 0:
+        return {}
+    return await read_json(request)
