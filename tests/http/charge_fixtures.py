@@ -38,7 +38,11 @@ def charge_settings(redis_url: str, tmp_path: Path, ca_file: Path | None, **proc
 
 @pytest.fixture
 async def pay_client(
-    aiohttp_client: Any, redis_server: RedisServer, master_keys: MasterKeys, clock: FakeClock, tmp_path: Path,
+    aiohttp_client: Any,
+    redis_server: RedisServer,
+    master_keys: MasterKeys,
+    clock: FakeClock,
+    tmp_path: Path,
     authnet: FakeAuthorizeNet,
 ) -> Client:
     settings = charge_settings(redis_server.url, tmp_path, authnet.write_ca_pem(tmp_path / "authnet-ca.pem"))
@@ -51,7 +55,10 @@ async def with_authorize_net(client: Client, agency: AgencyKeys, fake: FakeAutho
     agencies = client.app[SERVICES].agencies
     assert agencies is not None
     await AgencySettingsService(agencies).set_processor(
-        agency.slug, ProcessorName.AUTHORIZE_NET, login_id=fake.login_id, transaction_key=fake.transaction_key,
+        agency.slug,
+        ProcessorName.AUTHORIZE_NET,
+        login_id=fake.login_id,
+        transaction_key=fake.transaction_key,
         endpoint=fake.endpoint,
     )
 
@@ -70,7 +77,9 @@ async def sandbox_agency(pay_client: Client) -> AgencyKeys:
     return await create_agency(pay_client)
 
 
-async def tokenize(client: Client, agency: AgencyKeys, number: str = VISA, *, cvc: str | None = CVC, **card: Any) -> str:
+async def tokenize(
+    client: Client, agency: AgencyKeys, number: str = VISA, *, cvc: str | None = CVC, **card: Any
+) -> str:
     body = {"card": {"number": number, "exp_month": 12, "exp_year": 2031, **card}}
     if cvc is not None:
         body["card"]["cvc"] = cvc

@@ -18,8 +18,23 @@ from tests.support.fake_authorize_net import FakeAuthorizeNet
 from tests.support.redis_server import RedisServer
 
 CHARGE_KEYS = {
-    "id", "object", "status", "amount", "amount_captured", "amount_refunded", "currency", "token", "channel",
-    "description", "order_reference", "decline_code", "failure_message", "processor", "card", "refunds", "history",
+    "id",
+    "object",
+    "status",
+    "amount",
+    "amount_captured",
+    "amount_refunded",
+    "currency",
+    "token",
+    "channel",
+    "description",
+    "order_reference",
+    "decline_code",
+    "failure_message",
+    "processor",
+    "card",
+    "refunds",
+    "history",
     "created",
 }
 
@@ -50,7 +65,13 @@ class TestSandboxTable:
         ],
     )
     async def test_outcome_by_card_number(
-        self, pay_client: Client, sandbox_agency: AgencyKeys, number: str, status: str, http: int, decline_code: str | None
+        self,
+        pay_client: Client,
+        sandbox_agency: AgencyKeys,
+        number: str,
+        status: str,
+        http: int,
+        decline_code: str | None,
     ) -> None:
         """Each published test card gives its outcome, status code and decline code."""
         token = await tokenize(pay_client, sandbox_agency, number, cvc=AMEX_CVC if number == AMEX else CVC)
@@ -71,7 +92,12 @@ class TestSandboxTable:
         [("40601", CVC, "Y", "pass"), ("00000", CVC, "N", "pass"), (None, None, "P", "unchecked")],
     )
     async def test_avs_and_cvc_results(
-        self, pay_client: Client, sandbox_agency: AgencyKeys, postal_code: str | None, cvc: str | None, avs: str,
+        self,
+        pay_client: Client,
+        sandbox_agency: AgencyKeys,
+        postal_code: str | None,
+        cvc: str | None,
+        avs: str,
         cvc_check: str,
     ) -> None:
         """The sandbox reports AVS from the postal code and the CVC check from whether a CVC was kept."""
@@ -97,7 +123,9 @@ class TestLifecycle:
         body = await held.json()
         assert (held.status, body["status"], body["amount_captured"]) == (201, "requires_capture", 0)
         cid = body["id"]
-        captured = await pay_client.post(f"/v1/charges/{cid}/capture", json={"amount": 4000}, headers=sandbox_agency.auth)
+        captured = await pay_client.post(
+            f"/v1/charges/{cid}/capture", json={"amount": 4000}, headers=sandbox_agency.auth
+        )
         body = await captured.json()
         assert (captured.status, body["status"], body["amount_captured"]) == (200, "succeeded", 4000)
         again = await pay_client.post(f"/v1/charges/{cid}/capture", headers=sandbox_agency.auth)
@@ -113,7 +141,9 @@ class TestLifecycle:
         )
         problem = await too_much.json()
         assert (too_much.status, problem["errors"][0]["field"], problem["errors"][0]["code"]) == (
-            422, "amount", "amount_too_large",
+            422,
+            "amount",
+            "amount_too_large",
         )
         rest = await pay_client.post(f"/v1/charges/{cid}/refunds", headers=sandbox_agency.auth)
         assert (rest.status, (await rest.json())["amount"]) == (201, 2500)
@@ -224,7 +254,9 @@ class TestBadInputCallsNoProcessor:
     async def test_publishable_key_cannot_charge(self, pay_client: Client, anet_agency: AgencyKeys) -> None:
         """Charging needs the secret key."""
         token = await tokenize(pay_client, anet_agency)
-        resp = await pay_client.post("/v1/charges", json={"token": token, "amount": 100}, headers=anet_agency.public_auth)
+        resp = await pay_client.post(
+            "/v1/charges", json={"token": token, "amount": 100}, headers=anet_agency.public_auth
+        )
         assert (resp.status, (await resp.json())["code"]) == (403, "secret_key_required")
 
     async def test_other_agency_charge_is_not_found(self, pay_client: Client, sandbox_agency: AgencyKeys) -> None:
@@ -252,7 +284,9 @@ class TestIdempotency:
         assert again.headers["Location"] == first.headers["Location"]
         assert authnet.counts["authCaptureTransaction"] == 1
 
-    async def test_declines_replay_too(self, pay_client: Client, anet_agency: AgencyKeys, authnet: FakeAuthorizeNet) -> None:
+    async def test_declines_replay_too(
+        self, pay_client: Client, anet_agency: AgencyKeys, authnet: FakeAuthorizeNet
+    ) -> None:
         """A 402 decline is the answer for that key: a retry does not try the card again."""
         token = await tokenize(pay_client, anet_agency, "4000000000000002")
         first = await charge(pay_client, anet_agency, token, idempotency_key="dec-1")
@@ -298,7 +332,9 @@ class TestIdempotency:
         assert (later.status, (await later.json())["id"]) == (201, ids.pop())
         assert authnet.counts["authCaptureTransaction"] == 1
 
-    async def test_tokens_are_idempotent_too(self, pay_client: Client, sandbox_agency: AgencyKeys, redis_server: RedisServer) -> None:
+    async def test_tokens_are_idempotent_too(
+        self, pay_client: Client, sandbox_agency: AgencyKeys, redis_server: RedisServer
+    ) -> None:
         """POST /v1/tokens with the same key returns the same token instead of a second one."""
         body = {"card": {"number": VISA, "exp_month": 12, "exp_year": 2031}}
         headers = {**sandbox_agency.auth, "Idempotency-Key": "tok-1"}
@@ -320,7 +356,11 @@ class TestIdempotency:
 class TestCvcLifecycle:
     @pytest.mark.parametrize("number", [VISA, "4000000000000002"])
     async def test_first_authorization_takes_the_cvc(
-        self, pay_client: Client, anet_agency: AgencyKeys, authnet: FakeAuthorizeNet, redis_server: RedisServer,
+        self,
+        pay_client: Client,
+        anet_agency: AgencyKeys,
+        authnet: FakeAuthorizeNet,
+        redis_server: RedisServer,
         number: str,
     ) -> None:
         """The CVC goes to the first authorization, approved or declined, and is gone from Redis afterwards."""
@@ -390,7 +430,9 @@ class TestProcessorFailures:
         await asyncio.sleep(1.1)
         assert (await charge(pay_client, anet_agency, token)).status == 201
 
-    async def test_wrong_credentials(self, pay_client: Client, anet_agency: AgencyKeys, authnet: FakeAuthorizeNet) -> None:
+    async def test_wrong_credentials(
+        self, pay_client: Client, anet_agency: AgencyKeys, authnet: FakeAuthorizeNet
+    ) -> None:
         """Rejected credentials are a 502 processor_rejected with the failed charge attached."""
         authnet.transaction_key = "different000key"
         resp = await charge(pay_client, anet_agency, await tokenize(pay_client, anet_agency))
