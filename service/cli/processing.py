@@ -83,7 +83,9 @@ def set_limits(
     help="Also permit loopback, private and link-local addresses for this destination (e.g. an internal gateway).",
 )
 @settings_options
-def allow_destination(slug: str, url: str, allow_private: bool, config_file: Path | None, data_dir: Path | None) -> None:
+def allow_destination(
+    slug: str, url: str, allow_private: bool, config_file: Path | None, data_dir: Path | None
+) -> None:
     """Allow POST /v1/forward to https://host[:port]/path-prefix (exact host, path prefix)."""
     _apply(config_file, data_dir, lambda svc, _: svc.allow_destination(slug, url, allow_private=allow_private))
 

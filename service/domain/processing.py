@@ -91,16 +91,19 @@ class Destination:
             return False
         host = (parts.hostname or "").lower()
         return (
-            host == self.host
-            and (parts.port or 443) == self.port
-            and _path_within(parts.path or "/", self.path_prefix)
+            host == self.host and (parts.port or 443) == self.port and _path_within(parts.path or "/", self.path_prefix)
         )
 
     def public(self) -> dict[str, Any]:
         return {"url_prefix": self.url_prefix, "allow_private": self.allow_private}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "port": self.port, "path_prefix": self.path_prefix, "allow_private": self.allow_private}
+        return {
+            "host": self.host,
+            "port": self.port,
+            "path_prefix": self.path_prefix,
+            "allow_private": self.allow_private,
+        }
 
 
 def _path_within(path: str, prefix: str) -> bool:

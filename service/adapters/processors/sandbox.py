@@ -77,20 +77,32 @@ class SandboxProcessor:
         cvc_check = "pass" if card.cvc is not None else "unchecked"
         if digest == _PROCESSING_ERROR_DIGEST:
             return ProcessorResult(
-                Outcome.ERROR, _transaction_id(), decline_code="processing_error",
-                message="An error occurred while processing the card.", avs_result=avs, cvc_check=cvc_check,
+                Outcome.ERROR,
+                _transaction_id(),
+                decline_code="processing_error",
+                message="An error occurred while processing the card.",
+                avs_result=avs,
+                cvc_check=cvc_check,
             )
         decline = _DECLINE_BY_DIGEST.get(digest)
         if decline is not None:
             if decline == "incorrect_cvc":
                 cvc_check = "fail"
             return ProcessorResult(
-                Outcome.DECLINED, _transaction_id(), decline_code=decline,
-                message="The card was declined.", avs_result=avs, cvc_check=cvc_check,
+                Outcome.DECLINED,
+                _transaction_id(),
+                decline_code=decline,
+                message="The card was declined.",
+                avs_result=avs,
+                cvc_check=cvc_check,
             )
         return ProcessorResult(
-            Outcome.APPROVED, _transaction_id(), auth_code=secrets.token_hex(3).upper(),
-            avs_result=avs, cvc_check=cvc_check, message="Approved.",
+            Outcome.APPROVED,
+            _transaction_id(),
+            auth_code=secrets.token_hex(3).upper(),
+            avs_result=avs,
+            cvc_check=cvc_check,
+            message="Approved.",
         )
 
     async def capture(self, transaction_id: str, amount: int, currency: str) -> ProcessorResult:
