@@ -40,7 +40,7 @@ from service.domain.charges import (
     new_refund_id,
 )
 from service.domain.tokens import StoredCard, is_token_id
-from service.errors import Conflict, FieldError, NotFound, ValidationFailed
+from service.errors import Conflict, DecryptionFailed, FieldError, NotFound, ValidationFailed
 
 LOCK_SECONDS = 120
 
@@ -126,12 +126,19 @@ class ChargeService:
         if started.outcome == "no_token":
             raise NotFound("No such token", code="token_not_found")
         assert started.card_blob is not None
-        stored = StoredCard.from_bytes(principal.keys.open_card(request.token, started.card_blob))
-        cvc = (
-            parse_cvc(principal.keys.open_cvc(request.token, started.cvc_blob).decode(), stored.number.brand)
-            if started.cvc_blob
-            else None
-        )
+        try:
+            stored = StoredCard.from_bytes(principal.keys.open_card(request.token, started.card_blob))
+            cvc = (
+                parse_cvc(principal.keys.open_cvc(request.token, started.cvc_blob).decode(), stored.number.brand)
+                if started.cvc_blob
+                else None
+            )
+        except DecryptionFailed:
+            failed = placeholder.with_status(
+                ChargeStatus.FAILED, now, "integrity_error", failure_message="The stored card failed its integrity check."
+            )
+            await self._save(agency.id, placeholder, failed)
+            raise
         pending = replace(placeholder, card_brand=str(stored.number.brand), card_last4=stored.number.last4)
         authorization = AuthorizationRequest(
             card=CardDetails(

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from service.agency_settings import AgencySettingsService
+from service.charges import charge_id_for
 from service.http.state import SERVICES
 from tests.conftest import AgencyKeys, create_agency
 from tests.http.charge_fixtures import Client, charge, tokenize
@@ -477,3 +478,36 @@ class TestNothingStoredInClear:
         assert raw is not None
         assert not leaks.cards_in_bytes(raw)
         assert b'"card_last4":"4242"' in raw
+
+
+class TestRuleRefusalsCallNoProcessor:
+    async def test_capture_twice_void_after_capture_and_over_refund(
+        self, pay_client: Client, anet_agency: AgencyKeys, authnet: FakeAuthorizeNet
+    ) -> None:
+        """Refusals of the charge rules are answered by the vault alone: the gateway sees nothing."""
+        token = await tokenize(pay_client, anet_agency)
+        cid = (await (await charge(pay_client, anet_agency, token, 2000)).json())["id"]
+        calls = authnet.total_requests
+        capture = await pay_client.post(f"/v1/charges/{cid}/capture", headers=anet_agency.auth)
+        void = await pay_client.post(f"/v1/charges/{cid}/void", headers=anet_agency.auth)
+        refund = await pay_client.post(f"/v1/charges/{cid}/refunds", json={"amount": 2001}, headers=anet_agency.auth)
+        zero = await pay_client.post(f"/v1/charges/{cid}/refunds", json={"amount": 0}, headers=anet_agency.auth)
+        assert [capture.status, void.status, refund.status, zero.status] == [409, 409, 422, 422]
+        assert (await capture.json())["code"] == "charge_already_captured"
+        assert authnet.total_requests == calls
+
+    async def test_damaged_card_ciphertext_fails_the_charge_without_a_processor_call(
+        self, pay_client: Client, anet_agency: AgencyKeys, authnet: FakeAuthorizeNet, redis_server: RedisServer
+    ) -> None:
+        """A token whose ciphertext does not authenticate gives 500 integrity_error and a failed charge."""
+        token = await tokenize(pay_client, anet_agency)
+        other = await tokenize(pay_client, anet_agency, MASTERCARD)
+        r = redis_server.client()
+        r.set(f"cv:{{{anet_agency.id}}}:tok:{token}", r.get(f"cv:{{{anet_agency.id}}}:tok:{other}"), keepttl=True)
+        resp = await charge(pay_client, anet_agency, token, idempotency_key="broken-1")
+        assert (resp.status, (await resp.json())["code"]) == (500, "integrity_error")
+        assert authnet.total_requests == 0
+        recorded = await pay_client.get(
+            f"/v1/charges/{charge_id_for(anet_agency.id, 'broken-1')}", headers=anet_agency.auth
+        )
+        assert (await recorded.json())["status"] == "failed"
