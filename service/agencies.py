@@ -4,6 +4,11 @@ The HTTP layer calls :meth:`AgencyService.authenticate` on every request; it
 answers from a short in-process cache (``auth.cache_seconds``) so the hot path
 spends its one Redis round trip on the work itself.  A disabled agency or a
 rotated key therefore stops working everywhere within that many seconds.
+
+Keys replaced by ``rotate-keys --grace-hours N`` keep working until their grace
+ends; the agency remembers them (``cv:{<agency>}:api-keys-grace``) so that a
+rotation without grace, the answer to a leaked key, revokes them too, and a
+shred removes them with the rest.
 """
 
 from __future__ import annotations
@@ -29,6 +34,17 @@ from service.domain.agencies import (
 from service.errors import OperatorError
 
 AUTH_CACHE_LIMIT = 10_000
+#: (keyed hash, kind, unix time its grace ends) of keys a graceful rotation left working.
+GraceKey = tuple[str, KeyKind, int]
+
+
+def grace_keys_key(agency_id: str) -> str:
+    return f"cv:{{{agency_id}}}:api-keys-grace"
+
+
+def data_key_rotated_key(agency_id: str) -> str:
+    """``"<version>:<unix time>"``: when the agency's newest data-key version became current."""
+    return f"cv:{{{agency_id}}}:dk-rotated"
 
 
 @dataclass(frozen=True)
@@ -122,10 +138,35 @@ class AgencyService:
         return sorted((row.agency for row in await self.store.agencies()), key=lambda a: a.slug)
 
     async def rotate_api_keys(self, slug: str, *, grace_seconds: int = 0) -> IssuedKeys:
+        """A new key pair; the current pair dies now or after ``grace_seconds``.
+
+        Without grace every older key dies now, including keys an earlier
+        rotation left in their grace period: only the pair printed now works.
+        """
         row = await self._live_row(slug)
+        now = int(self.clock())
+        in_grace = [key for key in await self._grace_keys(row.agency.id) if key[2] > now]
         issued, hashes = self._issue()
-        await self.store.replace_api_keys(row.agency.id, row.api_key_hashes, hashes, grace_seconds=grace_seconds)
+        current = list(row.api_key_hashes)
+        if grace_seconds > 0:
+            old = current
+            remaining = [*in_grace, *((h, kind, now + grace_seconds) for h, kind in current)]
+        else:
+            old = [*current, *((h, kind) for h, kind, _ in in_grace)]
+            remaining = []
+        await self.store.replace_api_keys(row.agency.id, old, hashes, grace_seconds=grace_seconds)
+        await self._save_grace_keys(row.agency.id, remaining)
         return issued
+
+    async def _grace_keys(self, agency_id: str) -> tuple[GraceKey, ...]:
+        raw = await self.store.get_raw(grace_keys_key(agency_id))
+        return tuple((h, KeyKind(kind), int(until)) for h, kind, until in json.loads(raw)) if raw else ()
+
+    async def _save_grace_keys(self, agency_id: str, keys: Sequence[GraceKey]) -> None:
+        if keys:
+            await self.store.set_raw(grace_keys_key(agency_id), json.dumps([[h, str(k), t] for h, k, t in keys]))
+        else:
+            await self.store.delete_raw(grace_keys_key(agency_id))
 
     async def set_status(self, slug: str, status: AgencyStatus) -> Agency:
         row = await self._live_row(slug)
@@ -140,7 +181,8 @@ class AgencyService:
 
     async def shred(self, slug: str) -> int:
         row = await self.row(slug)
-        return await self.store.shred_agency(row.agency.id, row.api_key_hashes)
+        in_grace = [(h, kind) for h, kind, _ in await self._grace_keys(row.agency.id)]
+        return await self.store.shred_agency(row.agency.id, [*row.api_key_hashes, *in_grace])
 
     async def rotate_data_key(self, slug: str) -> int:
         """Start a new data key version for new writes; returns it."""
@@ -149,6 +191,9 @@ class AgencyService:
         wrapped = self.keyring.new_data_key(row.agency.id, current + 1)
         if not await self.store.add_data_key(row.agency.id, current, wrapped):
             raise OperatorError(f"agency {slug!r}: its keys changed while rotating; run the command again")
+        # Servers keep writing the old version while their auth cache holds the agency's keys;
+        # retiring it is safe only after that (see rekey.retire_old_versions).
+        await self.store.set_raw(data_key_rotated_key(row.agency.id), f"{current + 1}:{self.clock():.3f}")
         return current + 1
 
     async def _live_row(self, slug: str) -> AgencyRow:

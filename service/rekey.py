@@ -4,19 +4,29 @@
 already stored.  For one agency it re-wraps the agency's keys under the
 current master key, then walks its token and CVC ciphertexts and re-seals each
 one still under an older version, with a compare-and-swap that keeps the TTL
-so a concurrent delete or rewrite always wins.  Progress (the SCAN cursor) is
-saved after every batch, so an interrupted run resumes where it stopped;
-running it twice is harmless.
+so a concurrent delete or rewrite always wins.  Progress (the SCAN cursor,
+tagged with the data-key version the pass moves data to) is saved after every
+batch, so an interrupted run resumes where it stopped; a pass toward an older
+version (a rotation happened since) starts over, because what it skipped is
+not on the newest version.  Running it twice is harmless.
+
+Retiring (deleting) an old data-key version waits until every server has
+stopped writing it: a server keeps an agency's keys for ``auth.cache_seconds``
+after they change, so a version retired sooner could be named by a ciphertext
+written a moment later, which would then be unreadable.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.adapters import crypto
 from service.adapters.keyring import AgencyKeys, Keyring
 from service.adapters.store import AgencyRow, VaultStore
+from service.agencies import data_key_rotated_key
 from service.errors import DecryptionFailed
 
 Progress = Callable[[int], None]
@@ -24,6 +34,21 @@ Progress = Callable[[int], None]
 
 def cursor_key(agency_id: str) -> str:
     return f"cv:{{{agency_id}}}:rewrap-cursor"
+
+
+def cursor_value(version: int, cursor: int) -> str:
+    """What is saved after a batch: the target version and the SCAN cursor to continue from."""
+    return f"v{version}:{cursor}"
+
+
+def saved_cursor(saved: bytes | None, version: int) -> int:
+    """Where to resume a pass toward ``version``: 0 (the start) unless the saved pass had that target."""
+    if not saved:
+        return 0
+    target, _, cursor = saved.decode("ascii", "replace").partition(":")
+    if target != f"v{version}" or not cursor.isdigit():
+        return 0
+    return int(cursor)
 
 
 @dataclass
@@ -35,6 +60,8 @@ class RewrapReport:
     keys_rewrapped: int = 0
     retired_versions: list[int] = field(default_factory=list)
     old_versions_left: set[int] = field(default_factory=set)
+    #: Seconds until old versions may be retired (servers may still write them); 0 when not deferred.
+    retire_deferred_seconds: int = 0
 
 
 async def rewrap_master(store: VaultStore, keyring: Keyring) -> bool:
@@ -75,7 +102,7 @@ async def rewrap_agency(
         report.keys_rewrapped = len(changed)
     keys = keyring.agency_keys(agency_id, row.keys)
     saved = None if restart else await store.get_raw(cursor_key(agency_id))
-    cursor = int(saved) if saved else 0
+    cursor = saved_cursor(saved, keys.current_version)
     async for next_cursor, names in store.ciphertext_batches(agency_id, cursor):
         for name, blob in zip(names, await store.values(names), strict=True):
             report.scanned += 1
@@ -89,9 +116,9 @@ async def rewrap_agency(
                     report.rewrapped += 1
             except DecryptionFailed:
                 report.unreadable += 1
+        await store.set_raw(cursor_key(agency_id), cursor_value(keys.current_version, next_cursor))
         if progress is not None:
             progress(len(names))
-        await store.set_raw(cursor_key(agency_id), str(next_cursor))
     await store.delete_raw(cursor_key(agency_id))
     return report
 
@@ -111,11 +138,40 @@ async def old_versions_in_use(store: VaultStore, keys: AgencyKeys, agency_id: st
     return found
 
 
-async def retire_old_versions(store: VaultStore, keyring: Keyring, row: AgencyRow, report: RewrapReport) -> None:
-    """Delete data-key versions nothing uses any more (crypto-shredding old keys)."""
+async def retire_old_versions(
+    store: VaultStore,
+    keyring: Keyring,
+    row: AgencyRow,
+    report: RewrapReport,
+    *,
+    settle_seconds: float = 0.0,
+    now: float | None = None,
+) -> None:
+    """Delete data-key versions nothing uses any more (crypto-shredding old keys).
+
+    Nothing is retired within ``settle_seconds`` (the servers' ``auth.cache_seconds``)
+    of the current version becoming current: servers may still be writing an old one.
+    """
     keys = keyring.agency_keys(row.agency.id, row.keys)
+    wait = await _seconds_until_settled(store, row, settle_seconds, time.time() if now is None else now)
+    if wait > 0:
+        report.retire_deferred_seconds = wait
+        report.old_versions_left = {v for v in row.keys.data_keys if v != row.keys.current_version}
+        return
     in_use = await old_versions_in_use(store, keys, row.agency.id)
     report.old_versions_left = in_use
     retire = [v for v in row.keys.data_keys if v != row.keys.current_version and v not in in_use]
     await store.retire_data_keys(row.agency.id, retire)
     report.retired_versions = sorted(retire)
+
+
+async def _seconds_until_settled(store: VaultStore, row: AgencyRow, settle_seconds: float, now: float) -> int:
+    saved = await store.get_raw(data_key_rotated_key(row.agency.id))
+    version, _, since = (saved or b"").decode("ascii", "replace").partition(":")
+    try:
+        rotated_at = float(since)
+    except ValueError:
+        return 0  # rotated before this was recorded: nothing to wait for
+    if version != str(row.keys.current_version):
+        return 0
+    return max(0, math.ceil(rotated_at + settle_seconds - now))

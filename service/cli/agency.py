@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,8 @@ def shred(slug: str, yes: bool, config_file: Path | None, data_dir: Path | None)
     if not yes:
         click.echo(f"This destroys agency {slug!r}'s keys: all of its tokens become unrecoverable.", err=True)
         typed = click.prompt("Type the agency slug to confirm", err=True, default="", show_default=False)
+        if not sys.stdin.isatty():
+            click.echo(err=True)  # piped answers are not echoed: end the prompt's line
         if typed != slug:
             raise click.ClickException("not confirmed; nothing was changed")
 

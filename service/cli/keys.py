@@ -82,7 +82,15 @@ def rewrap(slug: str | None, retire: bool, restart: bool, config_file: Path | No
                     report = await rekey.rewrap_agency(rt.store, rt.keyring, row, progress=bar.update, restart=restart)
                 if retire:
                     fresh = await rt.agencies.row(row.agency.slug)
-                    await rekey.retire_old_versions(rt.store, rt.keyring, fresh, report)
+                    settle = rt.settings.auth.cache_seconds
+                    await rekey.retire_old_versions(rt.store, rt.keyring, fresh, report, settle_seconds=settle)
+                    if report.retire_deferred_seconds:
+                        click.echo(
+                            f"{row.agency.slug}: old data-key versions kept: servers may write them for "
+                            f"{report.retire_deferred_seconds}s more (auth.cache_seconds); "
+                            "run `cardvault keys rewrap --retire` again after that",
+                            err=True,
+                        )
                 reports.append(report)
             return reports
 
@@ -90,21 +98,31 @@ def rewrap(slug: str | None, retire: bool, restart: bool, config_file: Path | No
         click.echo(json.dumps(report.__dict__, default=sorted))
 
 
+def _wrapped_by(row: AgencyRow) -> list[str]:
+    """Ids of the master keys wrapping any of the agency's keys (none once shredded)."""
+    blobs = [*row.keys.data_keys.values(), row.keys.fingerprint_key]
+    return sorted({crypto.wrapped_by(blob).hex() for blob in blobs if blob})
+
+
 @keys.command("status")
 @settings_options
 def status(config_file: Path | None, data_dir: Path | None) -> None:
-    """Show the master key id and each agency's data-key versions."""
+    """Show the master key id, what it wraps, and each agency's data-key versions."""
 
     async def go() -> dict[str, object]:
         async with open_runtime(settings_from(config_file, data_dir)) as rt:
             rows = await rt.store.agencies()
+            pepper = await rt.store.system_pepper(rt.keyring.new_wrapped_pepper())
             return {
                 "master_key_id": rt.keyring.master.current.key_id.hex(),
+                "previous_master_key_ids": [key.key_id.hex() for key in rt.keyring.master.previous],
+                "pepper_wrapped_by": crypto.wrapped_by(pepper).hex(),
                 "agencies": {
                     row.agency.slug: {
+                        "status": str(row.agency.status),
                         "current_version": row.keys.current_version,
                         "versions": sorted(row.keys.data_keys),
-                        "wrapped_by": sorted({crypto.wrapped_by(b).hex() for b in row.keys.data_keys.values()}),
+                        "wrapped_by": _wrapped_by(row),
                     }
                     for row in rows
                 },

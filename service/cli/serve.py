@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import json
+import socket
 import ssl
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import click
@@ -58,31 +59,56 @@ def tls_context(settings: Settings, findings: Findings) -> ssl.SSLContext | None
     return server_context(cert, key)
 
 
-def demo_agency_hook(settings: Settings, url: str) -> Callable[[web.Application], Awaitable[None]]:
-    async def on_startup(app: web.Application) -> None:
+def _is_listen_error(exc: OSError) -> bool:
+    """Binding the listener failed: a taken port, an address not on this machine, a privileged port."""
+    if isinstance(exc, socket.gaierror):
+        return True
+    listen_errnos = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
+    return exc.filename is None and (exc.errno in listen_errnos or "bind" in str(exc))
+
+
+def listen_url(settings: Settings, *, tls: bool) -> str:
+    """The URL a client uses: an IPv6 address goes in brackets."""
+    host = settings.server.host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{'https' if tls else 'http'}://{host}:{settings.server.port}"
+
+
+class Banner:
+    """What serve prints on stdout, once the listener is bound: the URL and the demo agency's keys.
+
+    The demo agency is created in ``on_startup`` (it needs the store); the
+    banner is printed by ``web.run_app``'s ``print`` hook, which runs only after
+    every site has started, so nothing claims to listen before it does.
+    """
+
+    def __init__(self, settings: Settings, url: str) -> None:
+        self.settings = settings
+        self.url = url
+        self.keys_file = settings.data_dir / DEMO_KEYS_FILE
+
+    async def create_demo_agency(self, app: web.Application) -> None:
         svc = app[SERVICES]
-        keys_file = settings.data_dir / DEMO_KEYS_FILE
-        creating_demo = not settings.production and svc.agencies is not None and not keys_file.exists()
-        if creating_demo and svc.agencies is not None and not await svc.agencies.list():
-            agency, issued = await svc.agencies.create(DEMO_SLUG, DEMO_ORIGINS)
-            write_secret_file(
-                keys_file,
-                json.dumps(
-                    {
-                        "agency": agency.slug,
-                        "publishable_key": issued.publishable_key,
-                        "secret_key": issued.secret_key,
-                    }
-                ),
-            )
-        click.echo(f"cardvault {settings.mode} listening on {url}")
-        if not settings.production and keys_file.exists():
-            demo = json.loads(keys_file.read_text(encoding="utf-8"))
-            click.echo(f"demo agency {demo['agency']!r} (keys kept in {keys_file}):")
+        if self.settings.production or svc.agencies is None or self.keys_file.exists():
+            return
+        if await svc.agencies.list():
+            return
+        agency, issued = await svc.agencies.create(DEMO_SLUG, DEMO_ORIGINS)
+        write_secret_file(
+            self.keys_file,
+            json.dumps(
+                {"agency": agency.slug, "publishable_key": issued.publishable_key, "secret_key": issued.secret_key}
+            ),
+        )
+
+    def print(self, *_: object, **__: object) -> None:
+        click.echo(f"cardvault {self.settings.mode} listening on {self.url}")
+        if not self.settings.production and self.keys_file.exists():
+            demo = json.loads(self.keys_file.read_text(encoding="utf-8"))
+            click.echo(f"demo agency {demo['agency']!r} (keys kept in {self.keys_file}):")
             click.echo(f"  publishable key: {demo['publishable_key']}")
             click.echo(f"  secret key:      {demo['secret_key']}")
-
-    return on_startup
 
 
 @click.command()
@@ -123,22 +149,31 @@ def serve(
         log.info("embedded redis started", socket=str(embedded.socket_path))
     redis_url = embedded.url if embedded is not None else settings.redis.url
     assert redis_url is not None
-    scheme = "https" if context is not None else "http"
-    url = f"{scheme}://{settings.server.host}:{settings.server.port}"
+    url = listen_url(settings, tls=context is not None)
     try:
         app = create_app(settings, keyring.master, redis_url=redis_url, tls=context is not None)
-        app.on_startup.append(demo_agency_hook(settings, url))
+        banner = Banner(settings, url)
+        app.on_startup.append(banner.create_demo_agency)
         factory = loop_factory()
-        web.run_app(
-            app,
-            host=settings.server.host,
-            port=settings.server.port,
-            ssl_context=context,
-            access_log_class=AccessLogger,
-            print=None,
-            shutdown_timeout=settings.server.shutdown_timeout,
-            loop=factory() if factory else asyncio.new_event_loop(),
-        )
+        try:
+            web.run_app(
+                app,
+                host=settings.server.host,
+                port=settings.server.port,
+                ssl_context=context,
+                access_log_class=AccessLogger,
+                print=banner.print,
+                shutdown_timeout=settings.server.shutdown_timeout,
+                loop=factory() if factory else asyncio.new_event_loop(),
+            )
+        except OSError as exc:
+            if not _is_listen_error(exc):
+                raise
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+            raise OperatorError(
+                f"cannot listen on {settings.server.host} port {settings.server.port}: {reason} "
+                "(server.host, server.port)"
+            ) from None
     finally:
         if embedded is not None:
             embedded.stop()
