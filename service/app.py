@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ from service.adapters.store import VaultStore
 from service.agencies import AgencyService
 from service.charges import ChargeService
 from service.clock import Clock, system_clock
-from service.errors import StoreUnavailable
+from service.errors import CardvaultError, StoreUnavailable
 from service.http import middlewares, parser_errors
 from service.http.routes import add_routes
 from service.http.state import SERVICES, Services
@@ -57,6 +58,9 @@ async def bootstrap(svc: Services, store: VaultStore) -> None:
 
 
 async def _bootstrap_until_done(svc: Services, store: VaultStore) -> None:
+    """Retry while Redis is away; a refusal found once it answers (wrong master key, a Redis that could
+    lose writes in production) is fatal: recorded for /readyz and ``serve``'s exit status, and the
+    process is asked to stop, exactly as if it had been found at start."""
     while True:
         try:
             await bootstrap(svc, store)
@@ -64,6 +68,11 @@ async def _bootstrap_until_done(svc: Services, store: VaultStore) -> None:
         except StoreUnavailable as exc:
             log.warning("waiting for redis", reason=str(exc))
             await asyncio.sleep(BOOTSTRAP_RETRY_SECONDS)
+        except CardvaultError as exc:
+            log.critical("cannot serve", problem=str(exc))
+            svc.fatal = str(exc)
+            signal.raise_signal(signal.SIGTERM)
+            return
 
 
 def outbound_tls(ca_file: Path | None) -> ssl.SSLContext:

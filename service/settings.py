@@ -265,7 +265,7 @@ def _first_error(messages: Any, path: tuple[str, ...] = ()) -> tuple[str, str]:
     """The first (dotted key, message) in marshmallow's nested error dict."""
     if isinstance(messages, dict):
         for key, value in messages.items():
-            return _first_error(value, (*path, str(key)))
+            return _first_error(value, path if key == "_schema" else (*path, str(key)))
     if isinstance(messages, list) and messages:
         return _first_error(messages[0], path)
     return ".".join(path) or "(top level)", str(messages)
@@ -286,7 +286,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: the top level must be a mapping of settings")
-    if "master_key" in (data.get("keys") or {}):
+    keys = data.get("keys")
+    if isinstance(keys, dict) and "master_key" in keys:
         raise ConfigError(
             f"config file {path}: keys.master_key: a master key never goes in a config file; "
             "use keys.master_key_file or the CARDVAULT_MASTER_KEY variable"

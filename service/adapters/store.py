@@ -10,6 +10,12 @@ share a slot and its scripts stay atomic)::
     cv:{<agency>}:tok:<token id>   string card ciphertext, expires with the token
     cv:{<agency>}:cvc:<token id>   string CVC ciphertext, expires after the CVC TTL
     cv:{<agency>}:fp:<fingerprint> set    token ids of that card, expires with its last token
+    cv:{<agency>}:api-keys-grace   hash   keys of earlier rotations still in their grace period
+    cv:{<agency>}:dk-rotated       string when the data key was last rotated (retire waits out the auth cache)
+    cv:{<agency>}:rewrap-cursor    string "v<target version>:<SCAN cursor>" of an interrupted rewrap
+
+Charges and idempotency records live beside these (see charges_store and
+idempotency_store), under the same ``{agency}`` hash tag.
 
 Nothing here is plaintext card data: values are ciphertexts, keys hold ids and
 keyed hashes.  Every write a request makes is one script or one pipeline,

@@ -166,6 +166,8 @@ def serve(
                 shutdown_timeout=settings.server.shutdown_timeout,
                 loop=factory() if factory else asyncio.new_event_loop(),
             )
+            if app[SERVICES].fatal:
+                raise OperatorError(app[SERVICES].fatal)
         except OSError as exc:
             if not _is_listen_error(exc):
                 raise

@@ -26,6 +26,8 @@ async def readyz(request: web.Request) -> web.Response:
     if all(v == "ok" for v in checks.values()):
         return web.json_response({"status": "ready", "checks": checks})
     failing = ", ".join(f"{name}: {state}" for name, state in checks.items() if state != "ok")
+    if svc.fatal:
+        failing = f"cannot serve: {svc.fatal}"
     return problem_response(
         503, "not_ready", "The service is not ready", detail=failing, request_id=request_id_of(request)
     )

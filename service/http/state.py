@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -31,7 +31,7 @@ class Services:
     charges: ChargeService | None = None
     idempotency: IdempotencyStore | None = None
     tls: bool = True
-    startup_problems: list[str] = field(default_factory=list)
+    fatal: str | None = None  # a refusal found after start (see app._bootstrap_until_done)
 
     @property
     def ready(self) -> bool:

@@ -8,6 +8,7 @@ import signal
 import socket
 import ssl
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -458,6 +459,28 @@ class TestProductionMode:
         line = self.refused(serve("--tls-cert", cert, "--tls-key", key, env=env))
         assert "redis.url" in line
         assert "appendfsync=everysec" in line
+
+    def test_refuses_a_lossy_redis_that_appears_after_start(
+        self, serve: ServeFactory, tmp_path: Path, lossy_redis: RedisServer
+    ) -> None:
+        """A Redis that was down at start and comes back lossy stops the process, as at start."""
+        port = lossy_redis.port
+        lossy_redis.stop()
+        cert, key, _ = trustme_pair(tmp_path / "tls")
+        env = {
+            "CARDVAULT_MODE": "production",
+            "CARDVAULT_KEYS__MASTER_KEY_FILE": production_master_key(tmp_path),
+            "CARDVAULT_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+        }
+        process = serve("--tls-cert", cert, "--tls-key", key, env=env)
+        process.spawn()
+        time.sleep(2)
+        assert process.process is not None and process.process.poll() is None, process.describe()
+        lossy_redis.restart_same_port()
+        assert process.wait_exit() != 0, process.describe()
+        errors = [line for line in process.stderr.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1, process.describe()
+        assert "appendfsync=everysec" in errors[0]
 
     def test_assume_durable_accepts_that_redis(
         self, serve: ServeFactory, tmp_path: Path, lossy_redis: RedisServer

@@ -99,3 +99,14 @@ class TestErrors:
         """A config file that cannot be read is named."""
         with pytest.raises(ConfigError, match="cannot read it"):
             load_settings(tmp_path / "nope.yaml", environ={})
+
+
+class TestOddShapes:
+    @pytest.mark.parametrize("yaml_text", ["keys: 5\n", "keys: 'master_key here'\n"])
+    def test_keys_section_of_the_wrong_type(self, tmp_path: Path, yaml_text: str) -> None:
+        """A keys section that is not a mapping is one clear line, not a traceback or a wrong message."""
+        config = tmp_path / "c.yaml"
+        config.write_text(yaml_text)
+        with pytest.raises(ConfigError) as caught:
+            load_settings(config, environ={})
+        assert str(caught.value).startswith("keys:")
