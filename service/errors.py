@@ -9,7 +9,7 @@ rest of the code raises what happened and never thinks about status codes::
     │   └── DecryptionFailed     a ciphertext failed authentication
     ├── StoreUnavailable         Redis unreachable or refusing writes   -> 503
     ├── OperatorError            a CLI request that cannot be done (unknown agency, slug taken)
-    └── ApiError                 the client's request cannot be served   -> 4xx
+    └── ApiError                 the client's request cannot be served   -> 4xx (5xx: an upstream failed)
         ├── MalformedRequest     not JSON, not an object                 -> 400
         ├── Unauthenticated      missing or unknown API key              -> 401
         ├── Forbidden            key may not do this / origin refused    -> 403
@@ -18,7 +18,9 @@ rest of the code raises what happened and never thinks about status codes::
         ├── Conflict                                                     -> 409
         ├── PayloadTooLarge                                              -> 413
         ├── UnsupportedMediaType                                         -> 415
-        └── ValidationFailed     well-formed but wrong fields            -> 422
+        ├── ValidationFailed     well-formed but wrong fields            -> 422
+        ├── BadGateway           a forward destination failed us         -> 502
+        └── GatewayTimeout       a forward destination did not answer    -> 504
 
 Messages never contain a card number or CVC: callers describe the problem,
 not the value.
@@ -136,3 +138,15 @@ class ValidationFailed(ApiError):
     status = 422
     code = "validation_failed"
     title = "The request has invalid fields"
+
+
+class BadGateway(ApiError):
+    status = 502
+    code = "bad_gateway"
+    title = "The destination gave no usable answer"
+
+
+class GatewayTimeout(ApiError):
+    status = 504
+    code = "gateway_timeout"
+    title = "The destination did not answer in time"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.http import charges, health, tokens
+from service.http import charges, forward, health, tokens
 
 
 def add_routes(app: web.Application) -> None:
@@ -22,5 +22,6 @@ def add_routes(app: web.Application) -> None:
             web.post("/v1/charges/{charge_id}/capture", charges.capture_charge),
             web.post("/v1/charges/{charge_id}/void", charges.void_charge),
             web.post("/v1/charges/{charge_id}/refunds", charges.refund_charge),
+            web.post("/v1/forward", forward.forward_request),
         ]
     )
