@@ -135,7 +135,10 @@ class ChargeService:
             )
         except DecryptionFailed:
             failed = placeholder.with_status(
-                ChargeStatus.FAILED, now, "integrity_error", failure_message="The stored card failed its integrity check."
+                ChargeStatus.FAILED,
+                now,
+                "integrity_error",
+                failure_message="The stored card failed its integrity check.",
             )
             await self._save(agency.id, placeholder, failed)
             raise

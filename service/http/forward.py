@@ -57,6 +57,9 @@ class ForwardRequestSchema(Schema):
             raise ValidationError("A header appears twice (names are case-insensitive).")
 
 
+FORWARD_REQUEST_SCHEMA = ForwardRequestSchema()  # built once: construction deep-copies the fields
+
+
 def forward_json(data: dict[str, Any]) -> ForwardRequest:
     return ForwardRequest(
         destination=data["destination"], method=data["method"], headers=data["headers"], body=data["body"]
@@ -71,7 +74,7 @@ async def forward_request(request: web.Request) -> web.StreamResponse:
     service = ForwardService(ForwardStore(store.redis), Forwarder(svc.settings.forward))
 
     async def produce() -> web.StreamResponse:
-        data = await read_and_load(request, ForwardRequestSchema())
+        data = await read_and_load(request, FORWARD_REQUEST_SCHEMA)
         outcome = await service.forward(principal, forward_json(data))
         if outcome.error is not None:
             log.info("request refused", code=outcome.error.code, status=outcome.error.status, path=request.path)

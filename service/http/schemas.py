@@ -157,6 +157,9 @@ class TokenSchema(Schema):
     metadata = fields.Dict(keys=fields.String(), values=fields.String())
 
 
+_TOKEN_SCHEMA = TokenSchema()
+
+
 def token_json(view: TokenView) -> dict[str, Any]:
-    dumped: dict[str, Any] = TokenSchema().dump(view)
+    dumped: dict[str, Any] = _TOKEN_SCHEMA.dump(view)
     return dumped
