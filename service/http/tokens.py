@@ -9,7 +9,6 @@ from service.http.body import load, read_and_load
 from service.http.schemas import TokenCreateSchema, TokenListQuerySchema, token_json, tokenize_request
 from service.http.state import services
 from service.idempotency import run_once
-
 from service.vault import Vault, utc_now
 
 # Schemas are built once: constructing one deep-copies its fields, a fifth of a request's CPU.
