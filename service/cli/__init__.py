@@ -19,6 +19,7 @@ from service.cli.config import config
 from service.cli.health import health
 from service.cli.keys import keys
 from service.cli.serve import serve
+from service.domain.redaction import redact_card_numbers
 from service.errors import CardvaultError
 from service.tls import TlsConfigError
 
@@ -30,14 +31,14 @@ class CardvaultGroup(click.Group):
         try:
             return super().invoke(ctx)
         except (CardvaultError, TlsConfigError) as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(redact_card_numbers(str(exc))) from None
         except OSError as exc:
             # Files, sockets, permissions: the operator's environment, not a bug; say what and where.
-            raise click.ClickException(_os_error_line(exc)) from None
+            raise click.ClickException(redact_card_numbers(_os_error_line(exc))) from None
         except ValueError as exc:
             # Domain validation of operator input (slugs, origins) raises ValueError subclasses.
             if type(exc).__module__.startswith("service."):
-                raise click.ClickException(str(exc)) from None
+                raise click.ClickException(redact_card_numbers(str(exc))) from None
             raise
 
 
