@@ -16,7 +16,7 @@ from typing import cast
 
 import redis.asyncio as redis
 
-from service.adapters.store import cvc_key, redis_errors, token_key
+from service.adapters.redis_base import cvc_key, redis_errors, token_key
 
 _START_CHARGE_LUA = """
 -- KEYS: charge, token, cvc, order index (or '').  ARGV: charge JSON, charge id.

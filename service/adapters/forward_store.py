@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as redis
 
-from service.adapters.store import cvc_key, redis_errors, token_key
+from service.adapters.redis_base import cvc_key, redis_errors, token_key
 
 _LOAD_LUA = """
 -- KEYS: token keys (ARGV[1] of them), then CVC keys.

@@ -10,7 +10,7 @@ from typing import cast
 
 import redis.asyncio as redis
 
-from service.adapters.store import redis_errors
+from service.adapters.redis_base import redis_errors
 
 _CLAIM_LUA = """
 -- KEYS: record.  ARGV: in-flight record, ttl seconds.  Returns {1} when claimed, else {0, existing}.

@@ -1,4 +1,8 @@
-"""The one place that talks to Redis: agencies, API-key hashes, token and CVC ciphertexts.
+"""The vault store: tokens and CVC ciphertexts, health, key-rotation support (agencies in agency_records).
+
+Every Redis adapter lives in ``service.adapters``; this module and its siblings
+(agency_records, charges_store, idempotency_store, forward_store) are the only
+code that talks to Redis.
 
 Key layout (``{agency}`` is a Redis Cluster hash tag, so one agency's keys
 share a slot and its scripts stay atomic)::
@@ -24,70 +28,27 @@ which is one round trip.  Redis failures surface as StoreUnavailable.
 
 from __future__ import annotations
 
-import contextlib
-import json
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import redis.asyncio as redis
 import redis.exceptions as redis_exc
 
-from service.adapters.keyring import WrappedAgencyKeys
-from service.domain.agencies import Agency, AgencyStatus, KeyKind
-from service.domain.processing import ProcessorConfig, destinations_from_json
-from service.errors import StoreUnavailable
-
-SYSTEM_KEY = "cv:system"
-AGENCIES_KEY = "cv:agencies"
-FINGERPRINT_LIST_LIMIT = 1000  # read at most this many; the API shows the oldest 100
-
-
-def agency_key(agency_id: str) -> str:
-    return f"cv:{{{agency_id}}}:agency"
-
-
-def token_key(agency_id: str, token_id: str) -> str:
-    return f"cv:{{{agency_id}}}:tok:{token_id}"
-
-
-def cvc_key(agency_id: str, token_id: str) -> str:
-    return f"cv:{{{agency_id}}}:cvc:{token_id}"
-
-
-def fingerprint_key(agency_id: str, fingerprint: str) -> str:
-    return f"cv:{{{agency_id}}}:fp:{fingerprint}"
-
-
-def api_key_key(key_hash: str) -> str:
-    return f"cv:apikey:{key_hash}"
-
-
-_UNAVAILABLE_REPLIES = (
-    "OOM",
-    "READONLY",
-    "MISCONF",
-    "NOREPLICAS",
-    "LOADING",
-    "MASTERDOWN",
-    "CLUSTERDOWN",
-    "TRYAGAIN",
+from service.adapters.agency_records import AgencyRecords, AgencyRow
+from service.adapters.redis_base import (
+    agency_key,
+    api_key_key,
+    cvc_key,
+    fingerprint_key,
+    redis_errors,
+    text_of,
+    token_key,
 )
 
+__all__ = ["AgencyRow", "PutResult", "VaultStore", "agency_key", "api_key_key", "cvc_key", "redis_errors", "token_key"]
 
-@contextlib.contextmanager
-def redis_errors() -> Iterator[None]:
-    """Turn Redis trouble into StoreUnavailable; let programming errors through."""
-    try:
-        yield
-    except (redis_exc.ConnectionError, redis_exc.TimeoutError) as exc:
-        raise StoreUnavailable(f"Redis unreachable: {type(exc).__name__}") from None
-    except redis_exc.ResponseError as exc:
-        reply = str(exc)
-        if reply.startswith(_UNAVAILABLE_REPLIES) or "NOPERM" in reply or "NOAUTH" in reply:
-            raise StoreUnavailable(f"Redis refused: {reply.split(' ', 1)[0]}") from None
-        raise
-
+FINGERPRINT_LIST_LIMIT = 1000  # read at most this many; the API shows the oldest 100
 
 _PUT_CARD_LUA = """
 -- KEYS: token, cvc, fingerprint set
@@ -144,32 +105,6 @@ redis.call('DEL', KEYS[1], KEYS[2])
 return blob
 """
 
-_RESOLVE_API_KEY = """
--- KEYS: api key entry.  Returns {entry, agency hash as a flat list} or false.
-local entry = redis.call('GET', KEYS[1])
-if not entry then return false end
-local agency_id = string.match(entry, '^(%S+)')
-return {entry, redis.call('HGETALL', 'cv:{' .. agency_id .. '}:agency')}
-"""
-
-_CREATE_AGENCY = """
--- KEYS: agencies index, agency hash.  ARGV: slug, agency id, then field/value pairs
--- of the agency hash, then '--', then api-key entries as key/value pairs.
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local i = 3
-while ARGV[i] ~= '--' do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-i = i + 1
-while ARGV[i] do
-  redis.call('SET', ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-return 1
-"""
-
 _COMPARE_AND_SWAP = """
 -- KEYS: key.  ARGV: expected value, new value.  Keeps the key's TTL.
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -181,15 +116,6 @@ return 0
 
 
 @dataclass(frozen=True)
-class AgencyRow:
-    """An agency and its wrapped keys as stored."""
-
-    agency: Agency
-    keys: WrappedAgencyKeys
-    api_key_hashes: tuple[tuple[str, KeyKind], ...]
-
-
-@dataclass(frozen=True)
 class PutResult:
     outcome: str  # "created" | "existing" | "collision"
     existing_id: str | None = None
@@ -197,38 +123,14 @@ class PutResult:
     existing_cvc: bool = False
 
 
-def _decode_agency(agency_id: str, fields: Mapping[bytes, bytes]) -> AgencyRow:
-    text = {k.decode(): v for k, v in fields.items()}
-    data_keys = {int(k[3:]): v for k, v in text.items() if k.startswith("dk:")}
-    agency = Agency(
-        id=agency_id,
-        slug=text["slug"].decode(),
-        status=AgencyStatus(text["status"].decode()),
-        origins=tuple(json.loads(text["origins"])),
-        created=int(text["created"]),
-        processor=ProcessorConfig.from_json(text.get("processor")),
-        max_amount=int(text["max_amount"]) if text.get("max_amount") else None,
-        destinations=destinations_from_json(text.get("destinations")),
-    )
-    keys = WrappedAgencyKeys(
-        current_version=int(text.get("dk_current", b"0")),
-        data_keys=data_keys,
-        fingerprint_key=text.get("fk", b""),
-    )
-    hashes = tuple((h, KeyKind(k)) for h, k in json.loads(text.get("api_keys", b"[]")))
-    return AgencyRow(agency, keys, hashes)
-
-
-class VaultStore:
+class VaultStore(AgencyRecords):
     """Async Redis operations, each a single round trip unless its docstring says otherwise."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self.redis = client
+        super().__init__(client)
         self._put_token = client.register_script(_PUT_CARD_LUA)
         self._by_fingerprint = client.register_script(_TOKENS_BY_FINGERPRINT)
         self._delete_token = client.register_script(_DELETE_CARD_LUA)
-        self._resolve_api_key = client.register_script(_RESOLVE_API_KEY)
-        self._create_agency = client.register_script(_CREATE_AGENCY)
         self._compare_and_swap = client.register_script(_COMPARE_AND_SWAP)
 
     # -- health ------------------------------------------------------------
@@ -243,162 +145,7 @@ class VaultStore:
                 raw = await self.redis.config_get("append*")
             except redis_exc.ResponseError:
                 return {}
-        return {_text(k): _text(v) for k, v in cast(dict[bytes, bytes], raw).items()}
-
-    # -- system --------------------------------------------------------------
-    async def system_pepper(self, new_wrapped: bytes) -> bytes:
-        """The stored pepper, storing ``new_wrapped`` first if there is none yet."""
-        with redis_errors():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hsetnx(SYSTEM_KEY, "pepper", new_wrapped)
-                pipe.hget(SYSTEM_KEY, "pepper")
-                _, pepper = await pipe.execute()
-        return cast(bytes, pepper)
-
-    async def replace_system_pepper(self, old: bytes, new: bytes) -> bool:
-        with redis_errors():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                await pipe.watch(SYSTEM_KEY)
-                if await pipe.hget(SYSTEM_KEY, "pepper") != old:
-                    return False
-                pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.hset(SYSTEM_KEY, "pepper", new)
-                await pipe.execute()
-        return True
-
-    # -- agencies --------------------------------------------------------------
-    async def create_agency(
-        self, agency: Agency, keys: WrappedAgencyKeys, api_keys: Sequence[tuple[str, KeyKind]]
-    ) -> bool:
-        """Store a new agency with its keys; False when the slug is taken."""
-        fields: list[Any] = [
-            "slug",
-            agency.slug,
-            "status",
-            str(agency.status),
-            "origins",
-            json.dumps(list(agency.origins)),
-            "created",
-            agency.created,
-            "dk_current",
-            keys.current_version,
-            "fk",
-            keys.fingerprint_key,
-            "api_keys",
-            json.dumps([[h, str(k)] for h, k in api_keys]),
-        ]
-        for version, blob in keys.data_keys.items():
-            fields += [f"dk:{version}", blob]
-        entries: list[Any] = []
-        for key_hash, kind in api_keys:
-            entries += [api_key_key(key_hash), f"{agency.id} {kind}"]
-        with redis_errors():
-            created = await self._create_agency(
-                keys=[AGENCIES_KEY, agency_key(agency.id)],
-                args=[agency.slug, agency.id, *fields, "--", *entries],
-            )
-        return bool(created)
-
-    async def agency_id_for_slug(self, slug: str) -> str | None:
-        with redis_errors():
-            value = cast(bytes | None, await self.redis.hget(AGENCIES_KEY, slug))
-        return None if value is None else _text(value)
-
-    async def agency(self, agency_id: str) -> AgencyRow | None:
-        with redis_errors():
-            fields = cast(dict[bytes, bytes], await self.redis.hgetall(agency_key(agency_id)))
-        return _decode_agency(agency_id, fields) if fields else None
-
-    async def agencies(self) -> list[AgencyRow]:
-        """Every agency (two round trips: the index, then the records)."""
-        with redis_errors():
-            index = await self.redis.hgetall(AGENCIES_KEY)
-            ids = sorted(_text(v) for v in cast(dict[bytes, bytes], index).values())
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for agency_id in ids:
-                    pipe.hgetall(agency_key(agency_id))
-                rows = await pipe.execute()
-        return [_decode_agency(i, cast(dict[bytes, bytes], r)) for i, r in zip(ids, rows, strict=True) if r]
-
-    async def resolve_api_key(self, key_hash: str) -> tuple[KeyKind, AgencyRow] | None:
-        """The key's kind and its agency in one round trip, or None for an unknown key."""
-        with redis_errors():
-            found = await self._resolve_api_key(keys=[api_key_key(key_hash)])
-        if not found:
-            return None
-        entry, flat = found
-        agency_id, kind = _text(entry).split(" ", 1)
-        if not flat:
-            return None
-        fields = cast(dict[bytes, bytes], dict(zip(flat[::2], flat[1::2], strict=True)))
-        return KeyKind(kind), _decode_agency(agency_id, fields)
-
-    async def replace_api_keys(
-        self,
-        agency_id: str,
-        old: Sequence[tuple[str, KeyKind]],
-        new: Sequence[tuple[str, KeyKind]],
-        *,
-        grace_seconds: int,
-    ) -> None:
-        """Install new key hashes; old ones die now or after ``grace_seconds``."""
-        with redis_errors():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                for key_hash, _ in old:
-                    if grace_seconds > 0:
-                        pipe.expire(api_key_key(key_hash), grace_seconds)
-                    else:
-                        pipe.delete(api_key_key(key_hash))
-                for key_hash, kind in new:
-                    pipe.set(api_key_key(key_hash), f"{agency_id} {kind}")
-                pipe.hset(agency_key(agency_id), "api_keys", json.dumps([[h, str(k)] for h, k in new]))
-                await pipe.execute()
-
-    async def set_agency_fields(self, agency_id: str, fields: Mapping[str, str | bytes | int]) -> None:
-        with redis_errors():
-            await self.redis.hset(agency_key(agency_id), mapping=dict(fields))  # type: ignore[arg-type]
-
-    async def add_data_key(self, agency_id: str, expected_current: int, wrapped: bytes) -> bool:
-        """Add data key version expected_current+1 and make it current; False on a race."""
-        key = agency_key(agency_id)
-        with redis_errors():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                await pipe.watch(key)
-                current = int(await pipe.hget(key, "dk_current") or 0)
-                if current != expected_current:
-                    return False
-                pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.hset(key, mapping={f"dk:{current + 1}": wrapped, "dk_current": current + 1})
-                try:
-                    await pipe.execute()
-                except redis_exc.WatchError:
-                    return False
-        return True
-
-    async def retire_data_keys(self, agency_id: str, versions: Sequence[int]) -> None:
-        if versions:
-            with redis_errors():
-                await self.redis.hdel(agency_key(agency_id), *(f"dk:{v}" for v in versions))
-
-    async def shred_agency(self, agency_id: str, api_keys: Sequence[tuple[str, KeyKind]]) -> int:
-        """Delete the agency's keys first (that alone shreds), then every ciphertext; returns keys removed."""
-        with redis_errors():
-            record = agency_key(agency_id)
-            names = await self.redis.hkeys(record)
-            key_fields = [n for n in (_text(x) for x in names) if n.startswith("dk:") or n == "fk"]
-            async with self.redis.pipeline(transaction=True) as pipe:
-                if key_fields:
-                    pipe.hdel(record, *key_fields)
-                pipe.hset(record, mapping={"status": str(AgencyStatus.SHREDDED), "dk_current": 0, "api_keys": "[]"})
-                for key_hash, _ in api_keys:
-                    pipe.delete(api_key_key(key_hash))
-                await pipe.execute()
-            removed = 0
-            async for batch in self._scan_batches(f"cv:{{{agency_id}}}:*"):
-                doomed = [k for k in batch if _text(k) != record]
-                if doomed:
-                    removed += int(await self.redis.unlink(*doomed))
-        return removed
+        return {text_of(k): text_of(v) for k, v in cast(dict[bytes, bytes], raw).items()}
 
     # -- tokens ------------------------------------------------------------------
     async def put_token(
@@ -436,9 +183,9 @@ class VaultStore:
                     now_ms,
                 ],
             )
-        outcome = _text(reply[0])
+        outcome = text_of(reply[0])
         if outcome == "existing":
-            return PutResult("existing", _text(reply[1]), reply[2], bool(reply[3]))
+            return PutResult("existing", text_of(reply[1]), reply[2], bool(reply[3]))
         return PutResult(outcome)
 
     async def set_cvc(self, agency_id: str, token_id: str, blob: bytes, expires_at_ms: int) -> None:
@@ -470,7 +217,7 @@ class VaultStore:
                 keys=[fingerprint_key(agency_id, fingerprint)],
                 args=[token_key(agency_id, ""), cvc_key(agency_id, ""), FINGERPRINT_LIST_LIMIT],
             )
-        return [(_text(flat[i]), flat[i + 1], bool(flat[i + 2])) for i in range(0, len(flat), 3)]
+        return [(text_of(flat[i]), flat[i + 1], bool(flat[i + 2])) for i in range(0, len(flat), 3)]
 
     # -- key rotation support -------------------------------------------------------
     async def ciphertext_batches(self, agency_id: str, cursor: int = 0) -> AsyncIterator[tuple[int, list[bytes]]]:
@@ -502,16 +249,3 @@ class VaultStore:
     async def delete_raw(self, key: str) -> None:
         with redis_errors():
             await self.redis.delete(key)
-
-    async def _scan_batches(self, pattern: str) -> AsyncIterator[list[bytes]]:
-        cursor = 0
-        while True:
-            cursor, keys = await self.redis.scan(cursor=cursor, match=pattern, count=500)
-            if keys:
-                yield cast(list[bytes], keys)
-            if cursor == 0:
-                return
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
