@@ -54,6 +54,16 @@ import aiohttp
 import structlog
 from yarl import URL
 
+from service.adapters.processors.authorize_net_answers import (
+    CREDENTIAL_ERRORS,
+    SERVER_ERRORS,
+    UNSUCCESSFUL,
+    first_of,
+    parse_answer,
+    scrub,
+    text_of,
+    transaction_result,
+)
 from service.adapters.processors.base import (
     AuthorizationRequest,
     CardDetails,
@@ -64,43 +74,11 @@ from service.adapters.processors.base import (
     ProcessorUnavailable,
     format_amount,
 )
-from service.domain.redaction import redact_card_numbers
 
 SANDBOX_ENDPOINT: Final = "https://apitest.authorize.net/xml/v1/request.api"
 PRODUCTION_ENDPOINT: Final = "https://api.authorize.net/xml/v1/request.api"
 
 #: Response reason code -> our decline code.
-DECLINE_CODES: Final[Mapping[str, str]] = MappingProxyType(
-    {
-        "2": "generic_decline",
-        "3": "generic_decline",  # referral: call the issuer
-        "4": "lost_card",  # "pick up card": lost or stolen, Authorize.Net does not say which
-        "6": "incorrect_number",
-        "37": "incorrect_number",
-        "315": "incorrect_number",
-        "8": "expired_card",
-        "317": "expired_card",
-        "11": "duplicate_transaction",
-        "318": "duplicate_transaction",
-        "17": "card_not_supported",
-        "28": "card_not_supported",
-        "27": "incorrect_zip",  # AVS mismatch; we send only the postal code
-        "127": "incorrect_zip",
-        "44": "incorrect_cvc",
-        "45": "incorrect_cvc",  # AVS and card code mismatch
-        "65": "incorrect_cvc",
-        "145": "incorrect_cvc",
-        "165": "incorrect_cvc",
-    }
-)
-#: cvvResultCode -> our cvc_check; any other letter is "unavailable".
-CVC_CHECKS: Final[Mapping[str, str]] = MappingProxyType(
-    {"M": "pass", "N": "fail", "P": "unchecked", "S": "unchecked", "U": "unavailable"}
-)
-_CREDENTIAL_ERRORS: Final = frozenset({"E00005", "E00006", "E00007", "E00008", "E00010", "E00011"})
-_SERVER_ERRORS: Final = frozenset({"E00001"})
-_UNSUCCESSFUL: Final = "E00027"  # "The transaction was unsuccessful." without a transaction result
-
 _MAX_LOGIN_ID: Final = 25
 _MAX_TRANSACTION_KEY: Final = 16
 _MAX_REFERENCE: Final = 20  # refId and order.invoiceNumber
@@ -109,8 +87,6 @@ _MAX_DESCRIPTION: Final = 255
 _MAX_NAME: Final = 50
 _MAX_ZIP: Final = 20
 _MAX_ANSWER_BYTES: Final = 1 << 20
-_MAX_MESSAGE: Final = 300
-_REDACTED: Final = "[REDACTED]"
 _HEADERS: Final = MappingProxyType({"Content-Type": "application/json", "Accept": "application/json"})
 
 log = structlog.get_logger("cardvault.processors.authorize_net")
@@ -269,7 +245,7 @@ class AuthorizeNetProcessor:
             raise ProcessorUnavailable(f"Authorize.Net answered with a redirect (HTTP {status}), not followed")
         if status >= 400 or status < 200:
             raise ProcessorRejected(f"Authorize.Net answered HTTP {status}")
-        return _parse(raw)
+        return parse_answer(raw)
 
     def _log(self, kind: str, started: float, **fields: object) -> None:
         elapsed_ms = round((time.monotonic() - started) * 1000, 1)
@@ -280,25 +256,25 @@ class AuthorizeNetProcessor:
     ) -> ProcessorResult:
         hidden = (*secrets, self._credentials.transaction_key)
         transaction = answer.get("transactionResponse")
-        if isinstance(transaction, Mapping) and _text(transaction.get("responseCode")) in {"1", "2", "3", "4"}:
-            result = _transaction_result(transaction, hidden, cvc_sent)
+        if isinstance(transaction, Mapping) and text_of(transaction.get("responseCode")) in {"1", "2", "3", "4"}:
+            result = transaction_result(transaction, hidden, cvc_sent)
             log.info(
                 "processor_result", processor=self.name, outcome=str(result.outcome), decline_code=result.decline_code
             )
             return result
         messages = answer.get("messages")
         messages = messages if isinstance(messages, Mapping) else {}
-        first = _first(messages.get("message"))
-        code = _text(first.get("code"))
-        text = _scrub(_text(first.get("text")), hidden)
-        log.info("processor_api_error", processor=self.name, result_code=_text(messages.get("resultCode")), code=code)
-        if code in _CREDENTIAL_ERRORS:
+        first = first_of(messages.get("message"))
+        code = text_of(first.get("code"))
+        text = scrub(text_of(first.get("text")), hidden)
+        log.info("processor_api_error", processor=self.name, result_code=text_of(messages.get("resultCode")), code=code)
+        if code in CREDENTIAL_ERRORS:
             raise ProcessorRejected(f"Authorize.Net refused the credentials: {code} {text}")
-        if code in _SERVER_ERRORS:
+        if code in SERVER_ERRORS:
             raise ProcessorUnavailable(f"Authorize.Net failed: {code} {text}")
-        if code == _UNSUCCESSFUL:
+        if code == UNSUCCESSFUL:
             return ProcessorResult(Outcome.ERROR, decline_code="processing_error", message=text or None)
-        if _text(messages.get("resultCode")) == "Error":
+        if text_of(messages.get("resultCode")) == "Error":
             raise ProcessorRejected(f"Authorize.Net rejected the request: {code} {text}")
         raise ProcessorUnavailable("Authorize.Net answered without a transaction result")
 
@@ -371,76 +347,3 @@ async def _read_limited(response: aiohttp.ClientResponse) -> bytes:
             raise ProcessorUnavailable("Authorize.Net's answer is too large")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _parse(raw: bytes) -> Mapping[str, Any]:
-    """JSON after the byte order mark Authorize.Net puts in front of it."""
-    try:
-        answer = json.loads(raw.decode("utf-8-sig"))
-    except ValueError:  # UnicodeDecodeError and JSONDecodeError; the latter holds the text, so drop the chain
-        raise ProcessorUnavailable("Authorize.Net's answer is not JSON") from None
-    if not isinstance(answer, dict):
-        raise ProcessorUnavailable("Authorize.Net's answer is not a JSON object")
-    return answer
-
-
-def _transaction_result(
-    transaction: Mapping[str, Any], hidden: Sequence[str], cvc_sent: bool | None
-) -> ProcessorResult:
-    response_code = _text(transaction.get("responseCode"))
-    if response_code in {"1", "4"}:
-        first = _first(transaction.get("messages"))
-        reason, text = _text(first.get("code")), _text(first.get("description"))
-    else:
-        first = _first(transaction.get("errors"))
-        reason, text = _text(first.get("errorCode")), _text(first.get("errorText"))
-    transaction_id = _text(transaction.get("transId"))
-    auth_code = _text(transaction.get("authCode"))
-    decline_code = None
-    if response_code == "1":
-        outcome = Outcome.APPROVED
-    elif response_code == "4":
-        outcome = Outcome.HELD
-    elif reason in DECLINE_CODES or response_code == "2":
-        outcome, decline_code, auth_code = Outcome.DECLINED, DECLINE_CODES.get(reason, "generic_decline"), ""
-    else:
-        outcome, decline_code, auth_code = Outcome.ERROR, "processing_error", ""
-    return ProcessorResult(
-        outcome,
-        transaction_id=transaction_id if transaction_id.strip("0") else None,
-        auth_code=auth_code if auth_code.strip("0") else None,
-        avs_result=_text(transaction.get("avsResultCode")) or None,
-        cvc_check=_cvc_check(_text(transaction.get("cvvResultCode")), cvc_sent),
-        decline_code=decline_code,
-        message=_scrub(text, hidden) or None,
-    )
-
-
-def _cvc_check(code: str, cvc_sent: bool | None) -> str | None:
-    if cvc_sent is None:  # captures, voids and refunds check no CVC
-        return None
-    if not code:
-        return "unavailable" if cvc_sent else "unchecked"
-    return CVC_CHECKS.get(code, "unavailable")
-
-
-def _first(items: object) -> Mapping[str, Any]:
-    if isinstance(items, list) and items and isinstance(items[0], Mapping):
-        return items[0]
-    return {}
-
-
-def _text(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return ""
-
-
-def _scrub(text: str, hidden: Sequence[str]) -> str:
-    """A processor text safe to pass on: no value we sent in secret, no card number, bounded length."""
-    for secret in hidden:
-        if secret:
-            text = text.replace(secret, _REDACTED)
-    return redact_card_numbers(text)[:_MAX_MESSAGE]
