@@ -30,6 +30,10 @@ from service.agencies import Principal
 from service.clock import Clock
 from service.domain.cards import parse_cvc
 from service.domain.charges import (
+    REFUND_FAILED,
+    REFUND_PENDING,
+    REFUND_SUCCEEDED,
+    REFUND_UNKNOWN,
     Channel,
     Charge,
     ChargeRuleError,
@@ -43,6 +47,7 @@ from service.domain.tokens import StoredCard, is_token_id
 from service.errors import Conflict, DecryptionFailed, FieldError, NotFound, ValidationFailed
 
 LOCK_SECONDS = 120
+LIST_LIMIT = 100
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,15 @@ def charge_id_for(agency_id: str, idempotency_key: str | None) -> str:
     return "ch_" + digest.hexdigest()[:24]
 
 
+def refund_id_for(agency_id: str, charge_id: str, idempotency_key: str | None) -> str:
+    if idempotency_key is None:
+        return new_refund_id()
+    digest = hashlib.blake2b(
+        f"{agency_id}\0{charge_id}\0{idempotency_key}".encode(), person=b"cv-refund-id", digest_size=18
+    )
+    return "re_" + digest.hexdigest()[:24]
+
+
 def _rule_error(exc: ChargeRuleError) -> Exception:
     if exc.code == "amount_too_large":
         return ValidationFailed(errors=[FieldError("amount", exc.code, str(exc))])
@@ -99,8 +113,7 @@ class ChargeService:
         if not is_token_id(request.token):
             raise NotFound("No such token", code="token_not_found")
         processor = self._processor(principal)
-        if processor.breaker.state == "open":
-            raise CircuitOpen("the processor is failing; calls are paused")
+        processor.admit()  # a paused processor is refused here, before the CVC is taken
         now = self._now()
         placeholder = Charge(
             id=charge_id_for(agency.id, idempotency_key),
@@ -117,9 +130,15 @@ class ChargeService:
             order_reference=request.order_reference,
             failure_message="Awaiting the processor's answer.",
         )
-        started = await self.store.start(
-            agency.id, placeholder.id, request.token, placeholder.to_json(), request.order_reference
-        )
+        try:
+            started = await self.store.start(
+                agency.id, placeholder.id, request.token, placeholder.to_json(), request.order_reference
+            )
+        except BaseException:
+            processor.breaker.release()
+            raise
+        if started.outcome != "started":
+            processor.breaker.release()
         if started.outcome == "exists":
             assert started.existing is not None
             return ChargeOutcome(Charge.from_json(started.existing), created=False)
@@ -134,6 +153,7 @@ class ChargeService:
                 else None
             )
         except DecryptionFailed:
+            processor.breaker.release()
             failed = placeholder.with_status(
                 ChargeStatus.FAILED,
                 now,
@@ -161,7 +181,7 @@ class ChargeService:
         )
         error: ProcessorError | None = None
         try:
-            result = await processor.authorize(authorization)
+            result = await processor.authorize(authorization, admitted=True)
             final = self._after_authorization(pending, result, request.capture)
         except ProcessorError as exc:
             error = exc
@@ -232,9 +252,11 @@ class ChargeService:
             raise NotFound("No such charge", code="charge_not_found")
         return Charge.from_json(raw)
 
-    async def by_order_reference(self, principal: Principal, reference: str) -> list[Charge]:
+    async def by_order_reference(self, principal: Principal, reference: str) -> tuple[list[Charge], bool]:
+        """The oldest LIST_LIMIT charges with that reference, and whether there are more."""
         found = [Charge.from_json(raw) for raw in await self.store.by_order_reference(principal.agency.id, reference)]
-        return sorted(found, key=lambda c: (c.created, c.id))
+        found.sort(key=lambda c: (c.created, c.id))
+        return found[:LIST_LIMIT], len(found) > LIST_LIMIT
 
     async def _locked(self, principal: Principal, charge_id: str) -> Charge:
         charge = await self.get(principal, charge_id)
@@ -285,29 +307,45 @@ class ChargeService:
             await self.store.unlock(principal.agency.id, charge_id)
 
     async def refund(
-        self, principal: Principal, charge_id: str, amount: int | None
+        self, principal: Principal, charge_id: str, amount: int | None, idempotency_key: str | None = None
     ) -> tuple[ChargeOutcome, Refund | None]:
+        """Refund once: the refund is recorded as pending before the processor is called, and with an
+        Idempotency-Key its id comes from the key, so a retry finds it instead of refunding again."""
         charge = await self._locked(principal, charge_id)
         try:
+            refund_id = refund_id_for(principal.agency.id, charge_id, idempotency_key)
+            earlier = charge.refund_by_id(refund_id)
+            if earlier is not None:
+                return ChargeOutcome(charge, created=False), earlier
             try:
                 wanted = charge.check_refund(amount)
             except ChargeRuleError as exc:
                 raise _rule_error(exc) from None
+            processor = self._processor(principal)
             try:
-                result = await self._processor(principal).refund(
-                    charge.processor.transaction_id or "", wanted, charge.currency, charge.card_last4
+                processor.admit()  # a paused processor is refused before anything is recorded
+            except CircuitOpen as exc:
+                return ChargeOutcome(charge, created=False, error=exc), None
+            pending = Refund(refund_id, wanted, REFUND_PENDING, None, self._now())
+            reserved = charge.with_refund(pending)
+            try:
+                await self._save(principal.agency.id, charge, reserved)
+            except BaseException:
+                processor.breaker.release()
+                raise
+            try:
+                result = await processor.refund(
+                    charge.processor.transaction_id or "", wanted, charge.currency, charge.card_last4, admitted=True
                 )
             except ProcessorError as exc:
-                return ChargeOutcome(charge, created=False, error=exc), None
-            refund = Refund(
-                id=new_refund_id(),
-                amount=wanted,
-                status="succeeded" if result.approved else "failed",
-                processor_transaction_id=result.transaction_id,
-                created=self._now(),
-            )
-            after = charge.with_refund(refund)
-            await self._save(principal.agency.id, charge, after)
+                status = REFUND_UNKNOWN if isinstance(exc, ProcessorTimeout) else REFUND_FAILED
+                after = reserved.with_refund(replace(pending, status=status))
+                await self._save(principal.agency.id, reserved, after)
+                return ChargeOutcome(after, created=False, error=exc), after.refund_by_id(refund_id)
+            status = REFUND_SUCCEEDED if result.approved else REFUND_FAILED
+            refund = replace(pending, status=status, processor_transaction_id=result.transaction_id)
+            after = reserved.with_refund(refund)
+            await self._save(principal.agency.id, reserved, after)
             return ChargeOutcome(after, created=False), refund
         finally:
             await self.store.unlock(principal.agency.id, charge_id)

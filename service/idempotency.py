@@ -35,7 +35,7 @@ HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 KEEP_SECONDS = 24 * 3600
 IN_FLIGHT_SECONDS = 120
-REPLAYED_HEADERS = ("Location",)
+REPLAYED_HEADERS = ("Location", "Retry-After")
 
 
 @dataclass(frozen=True)

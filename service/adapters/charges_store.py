@@ -41,7 +41,7 @@ end
 return 0
 """
 
-ORDER_LIST_LIMIT = 100
+ORDER_READ_LIMIT = 1000  # the API shows the oldest 100 of these
 
 
 def charge_key(agency_id: str, charge_id: str) -> str:
@@ -95,11 +95,9 @@ class ChargeStore:
             return bool(await self._replace(keys=[charge_key(agency_id, charge_id)], args=[expected, new]))
 
     async def by_order_reference(self, agency_id: str, reference: str) -> list[bytes]:
-        """Up to 100 charges with that reference (two round trips: the index, then the records)."""
+        """Up to ORDER_READ_LIMIT charges with that reference (two round trips: the index, then the records)."""
         with redis_errors():
-            ids = sorted(cast(set[bytes], await self.redis.smembers(order_key(agency_id, reference))))[
-                :ORDER_LIST_LIMIT
-            ]
+            ids = list(cast(set[bytes], await self.redis.smembers(order_key(agency_id, reference))))[:ORDER_READ_LIMIT]
             if not ids:
                 return []
             values = await self.redis.mget([charge_key(agency_id, i.decode()) for i in ids])

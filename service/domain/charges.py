@@ -25,7 +25,7 @@ from typing import Any
 
 CURRENCIES = frozenset({"usd"})
 MAX_AMOUNT = 99_999_999  # $999,999.99: the most any processor we speak to accepts
-REFERENCE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,63}$")
+REFERENCE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,63}\Z")
 
 
 class ChargeStatus(enum.StrEnum):
@@ -56,6 +56,12 @@ def new_charge_id() -> str:
     return "ch_" + secrets.token_urlsafe(18)
 
 
+REFUND_PENDING = "pending"  # recorded before the processor is called
+REFUND_SUCCEEDED = "succeeded"
+REFUND_FAILED = "failed"
+REFUND_UNKNOWN = "unknown"  # the processor did not answer: reconcile before refunding again
+
+
 def new_refund_id() -> str:
     return "re_" + secrets.token_urlsafe(18)
 
@@ -73,7 +79,7 @@ class ProcessorInfo:
 class Refund:
     id: str
     amount: int
-    status: str  # succeeded | failed
+    status: str  # pending | succeeded | failed | unknown
     processor_transaction_id: str | None
     created: int
 
@@ -126,10 +132,18 @@ class Charge:
         if self.status is not ChargeStatus.REQUIRES_CAPTURE:
             raise ChargeRuleError("charge_not_voidable", f"A {self.status} charge cannot be voided.")
 
+    @property
+    def amount_reserved(self) -> int:
+        """Refunds sent (or about to be) whose outcome is not known: they count against what is left."""
+        return sum(r.amount for r in self.refunds if r.status in (REFUND_PENDING, REFUND_UNKNOWN))
+
+    def refund_by_id(self, refund_id: str) -> Refund | None:
+        return next((r for r in self.refunds if r.id == refund_id), None)
+
     def check_refund(self, amount: int | None) -> int:
         if self.status is not ChargeStatus.SUCCEEDED:
             raise ChargeRuleError("charge_not_refundable", f"A {self.status} charge cannot be refunded.")
-        remaining = self.amount_captured - self.amount_refunded
+        remaining = self.amount_captured - self.amount_refunded - self.amount_reserved
         if remaining <= 0:
             raise ChargeRuleError("charge_fully_refunded", "This charge has already been refunded in full.")
         wanted = remaining if amount is None else amount
@@ -142,8 +156,13 @@ class Charge:
         return replace(self, status=status, history=(*self.history, StatusChange(str(status), at, note)), **changes)
 
     def with_refund(self, refund: Refund) -> Charge:
-        refunded = self.amount_refunded + (refund.amount if refund.status == "succeeded" else 0)
-        return replace(self, refunds=(*self.refunds, refund), amount_refunded=refunded)
+        """Add a refund, or replace the one with the same id (a pending refund getting its outcome)."""
+        if any(r.id == refund.id for r in self.refunds):
+            refunds = tuple(refund if r.id == refund.id else r for r in self.refunds)
+        else:
+            refunds = (*self.refunds, refund)
+        refunded = sum(r.amount for r in refunds if r.status == REFUND_SUCCEEDED)
+        return replace(self, refunds=refunds, amount_refunded=refunded)
 
     # -- storage ---------------------------------------------------------------
     def to_json(self) -> bytes:

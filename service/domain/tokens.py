@@ -21,7 +21,7 @@ from service.domain.cards import Brand, CardNumber, parse_card_number
 
 OPAQUE_PREFIX = "tok_"
 OPAQUE_RANDOM_BYTES = 18  # 144 bits, more than the 128 the design asks for
-TOKEN_ID_PATTERN = re.compile(r"^(?:tok_[A-Za-z0-9_-]{24}|[0-9]{12,19})$")
+TOKEN_ID_PATTERN = re.compile(r"^(?:tok_[A-Za-z0-9_-]{24}|[0-9]{12,19})\Z")
 
 
 class TokenFormat(enum.StrEnum):

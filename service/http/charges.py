@@ -96,8 +96,8 @@ async def get_charge(request: web.Request) -> web.Response:
 async def list_charges(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     query = load(CHARGE_LIST_QUERY_SCHEMA, dict(request.query))
-    found: list[Charge] = await _charges(request).by_order_reference(principal, query["order_reference"])
-    return web.json_response({"object": "list", "data": [charge_json(c) for c in found]})
+    found, has_more = await _charges(request).by_order_reference(principal, query["order_reference"])
+    return web.json_response({"object": "list", "data": [charge_json(c) for c in found], "has_more": has_more})
 
 
 async def capture_charge(request: web.Request) -> web.StreamResponse:
@@ -127,7 +127,9 @@ async def refund_charge(request: web.Request) -> web.StreamResponse:
 
     async def produce() -> web.StreamResponse:
         data = load(AMOUNT_SCHEMA, await _optional_json(request))
-        outcome, refund = await _charges(request).refund(principal, request.match_info["charge_id"], data["amount"])
+        outcome, refund = await _charges(request).refund(
+            principal, request.match_info["charge_id"], data["amount"], idempotency_key(request)
+        )
         if outcome.error is not None or refund is None:
             return _charge_answer(request, outcome, new=False)
         return _refund_answer(outcome.charge, refund)
@@ -136,7 +138,8 @@ async def refund_charge(request: web.Request) -> web.StreamResponse:
 
 
 def _refund_answer(charge: Charge, refund: Refund) -> web.Response:
-    status = 201 if refund.status == "succeeded" else 402
+    # 201 refunded; 402 the processor refused it; 202 its outcome is not known yet (pending or unknown)
+    status = {"succeeded": 201, "failed": 402}.get(refund.status, 202)
     return web.json_response(refund_object(refund, charge.id), status=status)
 
 

@@ -93,7 +93,8 @@ def from_processor_error(
 ) -> web.Response:
     """502/503/504 for a processor that gave no answer; ``extensions`` carries the charge left behind."""
     status, title = PROCESSOR_PROBLEMS.get(error.code, PROCESSOR_PROBLEMS["processor_error"])
-    headers = {"Retry-After": "5"} if status == 503 else None
+    retry_after = getattr(error, "retry_after", None)
+    headers = {"Retry-After": str(max(1, round(retry_after)))} if status == 503 and retry_after else None
     return problem_response(status, error.code, title, request_id=request_id, headers=headers, extensions=extensions)
 
 

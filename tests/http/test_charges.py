@@ -511,3 +511,59 @@ class TestRuleRefusalsCallNoProcessor:
             f"/v1/charges/{charge_id_for(anet_agency.id, 'broken-1')}", headers=anet_agency.auth
         )
         assert (await recorded.json())["status"] == "failed"
+
+
+class TestRefundsHappenOnce:
+    async def test_retry_after_the_idempotency_record_is_gone_finds_the_refund(
+        self, pay_client: Client, anet_agency: AgencyKeys, authnet: FakeAuthorizeNet, redis_server: RedisServer
+    ) -> None:
+        """A refund's id comes from its key, so even without the idempotency record a retry refunds nothing more."""
+        token = await tokenize(pay_client, anet_agency)
+        cid = (await (await charge(pay_client, anet_agency, token, 3000)).json())["id"]
+        headers = {**anet_agency.auth, "Idempotency-Key": "refund-7"}
+        first = await pay_client.post(f"/v1/charges/{cid}/refunds", json={"amount": 1000}, headers=headers)
+        assert first.status == 201
+        for key in redis_server.client().scan_iter(f"cv:{{{anet_agency.id}}}:idem:*"):
+            redis_server.client().delete(key)
+        again = await pay_client.post(f"/v1/charges/{cid}/refunds", json={"amount": 1000}, headers=headers)
+        assert again.status == 201
+        assert (await again.json())["id"] == (await first.json())["id"]
+        assert authnet.counts["refundTransaction"] == 1
+        stored = await (await pay_client.get(f"/v1/charges/{cid}", headers=anet_agency.auth)).json()
+        assert (stored["amount_refunded"], len(stored["refunds"])) == (1000, 1)
+
+    async def test_a_refund_without_an_answer_is_unknown_and_reserves_its_amount(
+        self, pay_client: Client, anet_agency: AgencyKeys, authnet: FakeAuthorizeNet
+    ) -> None:
+        """A timed-out refund is 504 with the refund unknown; its amount cannot be refunded again meanwhile."""
+        token = await tokenize(pay_client, anet_agency)
+        cid = (await (await charge(pay_client, anet_agency, token, 3000)).json())["id"]
+        authnet.delay = 3.0
+        slow = await pay_client.post(f"/v1/charges/{cid}/refunds", json={"amount": 2000}, headers=anet_agency.auth)
+        problem = await slow.json()
+        assert (slow.status, problem["code"]) == (504, "processor_timeout")
+        assert [r["status"] for r in problem["charge"]["refunds"]] == ["unknown"]
+        authnet.delay = 0
+        too_much = await pay_client.post(f"/v1/charges/{cid}/refunds", json={"amount": 1001}, headers=anet_agency.auth)
+        assert too_much.status == 422
+        rest = await pay_client.post(f"/v1/charges/{cid}/refunds", json={"amount": 1000}, headers=anet_agency.auth)
+        assert rest.status in (201, 402)
+
+    async def test_a_charge_refused_by_a_paused_processor_keeps_its_cvc(
+        self, pay_client: Client, anet_agency: AgencyKeys, authnet: FakeAuthorizeNet
+    ) -> None:
+        """While the one trial call after a pause is in flight, other charges get 503 and keep their CVC."""
+        authnet.fail_next(3)
+        for _ in range(3):
+            await charge(pay_client, anet_agency, await tokenize(pay_client, anet_agency))
+        await asyncio.sleep(1.1)
+        authnet.delay = 1.0
+        trial_token, other_token = await tokenize(pay_client, anet_agency), await tokenize(pay_client, anet_agency)
+        trial = asyncio.ensure_future(charge(pay_client, anet_agency, trial_token))
+        await asyncio.sleep(0.3)
+        other = await charge(pay_client, anet_agency, other_token)
+        assert (other.status, (await other.json())["code"]) == (503, "processor_circuit_open")
+        assert "charge" not in await other.json()
+        status = await pay_client.get(f"/v1/tokens/{other_token}", headers=anet_agency.auth)
+        assert (await status.json())["cvc_retained"] is True
+        assert (await trial).status == 201

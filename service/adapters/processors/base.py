@@ -50,6 +50,10 @@ class ProcessorRejected(ProcessorError):
 class CircuitOpen(ProcessorError):
     code = "processor_circuit_open"
 
+    def __init__(self, message: str, *, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 @dataclass(frozen=True, repr=False)
 class CardDetails:

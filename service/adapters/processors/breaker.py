@@ -33,9 +33,16 @@ class CircuitBreaker:
         """Raise CircuitOpen unless a call may go through now."""
         state = self.state
         if state == "open" or (state == "half_open" and self._trial_in_flight):
-            raise CircuitOpen("the processor is failing; calls are paused")
+            waited = self.clock() - (self.opened_at or self.clock())
+            raise CircuitOpen(
+                "the processor is failing; calls are paused", retry_after=max(1.0, self.reset_seconds - waited)
+            )
         if state == "half_open":
             self._trial_in_flight = True
+
+    def release(self) -> None:
+        """An admitted call that was not made after all: give its trial slot back."""
+        self._trial_in_flight = False
 
     def record_success(self) -> None:
         self.failures = 0

@@ -43,8 +43,13 @@ class GuardedProcessor:
         self.breaker = breaker
         self.timeout = timeout
 
-    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+    def admit(self) -> None:
+        """Claim a call now (CircuitOpen if paused), before anything irreversible such as taking a CVC."""
         self.breaker.before_call()
+
+    async def _call(self, call: Callable[[], Awaitable[T]], *, admitted: bool = False) -> T:
+        if not admitted:
+            self.breaker.before_call()
         try:
             async with asyncio.timeout(self.timeout):
                 result = await call()
@@ -57,8 +62,8 @@ class GuardedProcessor:
         self.breaker.record_success()
         return result
 
-    async def authorize(self, request: AuthorizationRequest) -> ProcessorResult:
-        return await self._call(lambda: self.inner.authorize(request))
+    async def authorize(self, request: AuthorizationRequest, *, admitted: bool = False) -> ProcessorResult:
+        return await self._call(lambda: self.inner.authorize(request), admitted=admitted)
 
     async def capture(self, transaction_id: str, amount: int, currency: str) -> ProcessorResult:
         return await self._call(lambda: self.inner.capture(transaction_id, amount, currency))
@@ -66,8 +71,12 @@ class GuardedProcessor:
     async def void(self, transaction_id: str) -> ProcessorResult:
         return await self._call(lambda: self.inner.void(transaction_id))
 
-    async def refund(self, transaction_id: str, amount: int, currency: str, card_last4: str) -> ProcessorResult:
-        return await self._call(lambda: self.inner.refund(transaction_id, amount, currency, card_last4))
+    async def refund(
+        self, transaction_id: str, amount: int, currency: str, card_last4: str, *, admitted: bool = False
+    ) -> ProcessorResult:
+        return await self._call(
+            lambda: self.inner.refund(transaction_id, amount, currency, card_last4), admitted=admitted
+        )
 
 
 class ProcessorRegistry:

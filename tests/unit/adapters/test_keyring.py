@@ -147,7 +147,7 @@ class TestMasterKeyLoading:
 
     def test_production_needs_a_key(self, tmp_path: Path) -> None:
         """Production with no key configured stops with a line naming keys.master_key_file."""
-        with pytest.raises(ConfigError, match="keys.master_key_file"):
+        with pytest.raises(ConfigError, match=r"keys\.master_key_file"):
             load_master_keys(master_key_file=None, previous_files=(), data_dir=tmp_path, production=True, environ={})
 
     def test_environment_key_wins(self, tmp_path: Path) -> None:
@@ -185,3 +185,25 @@ class TestMasterKeyLoading:
                 production=False,
                 environ={ENV_MASTER_KEY: text},
             )
+
+
+class TestAgencySecrets:
+    def test_secrets_survive_data_key_rotation_and_retirement(self) -> None:
+        """Processor credentials and TOTP seeds stay readable after v1 is rotated out and retired."""
+        ring = keyring()
+        v1 = agency_keys(ring)
+        sealed = ring.agency_keys("agy_1", v1).seal_secret("processor-credentials", b"transaction-key")
+        only_v2 = WrappedAgencyKeys(2, {2: ring.new_data_key("agy_1", 2)}, v1.fingerprint_key)
+        assert ring.agency_keys("agy_1", only_v2).open_secret("processor-credentials", sealed) == b"transaction-key"
+
+    def test_secrets_are_bound_to_purpose_and_agency(self) -> None:
+        """A sealed secret opens only for its purpose and agency, and is not card data."""
+        ring = keyring()
+        keys = ring.agency_keys("agy_1", agency_keys(ring))
+        sealed = keys.seal_secret("totp:stf_1", b"seed")
+        with pytest.raises(DecryptionFailed):
+            keys.open_secret("totp:stf_2", sealed)
+        with pytest.raises(DecryptionFailed):
+            ring.agency_keys("agy_2", agency_keys(ring, "agy_2")).open_secret("totp:stf_1", sealed)
+        with pytest.raises(DecryptionFailed):
+            keys.open_card("-", sealed)
