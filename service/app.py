@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 
 from service.adapters.charges_store import ChargeStore
+from service.adapters.checkout_store import CheckoutStore
 from service.adapters.idempotency_store import IdempotencyStore
 from service.adapters.keyring import Keyring, MasterKeys
 from service.adapters.processors.registry import ProcessorRegistry
@@ -27,6 +28,7 @@ from service.adapters.redis_client import make_client
 from service.adapters.store import VaultStore
 from service.agencies import AgencyService
 from service.charges import ChargeService
+from service.checkout import CheckoutService
 from service.clock import Clock, system_clock
 from service.errors import CardvaultError, StoreUnavailable
 from service.http import middlewares, parser_errors
@@ -34,6 +36,7 @@ from service.http.routes import add_routes
 from service.http.state import SERVICES, Services
 from service.preflight import Findings, check_redis_persistence
 from service.settings import Settings
+from service.staff_context import build_staff_context
 from service.vault import Vault
 
 log = structlog.get_logger("cardvault.app")
@@ -54,6 +57,10 @@ async def bootstrap(svc: Services, store: VaultStore) -> None:
     svc.idempotency = IdempotencyStore(store.redis)
     assert svc.processors is not None  # processors_context runs first
     svc.charges = ChargeService(ChargeStore(store.redis), svc.processors, svc.clock)
+    svc.staff = build_staff_context(store.redis, svc.settings.staff, svc.clock, svc.agencies, svc.vault, svc.charges)
+    svc.checkout = CheckoutService(
+        CheckoutStore(store.redis), svc.charges, svc.clock, svc.settings.checkout.session_ttl_seconds
+    )
     log.info("vault ready")
 
 

@@ -90,6 +90,18 @@ class ForwardSettings:
 
 
 @dataclass(frozen=True)
+class CheckoutSettings:
+    session_ttl_seconds: int = 1800
+
+
+@dataclass(frozen=True)
+class StaffSettings:
+    public_url: str | None = None
+    idle_timeout_seconds: int = 900
+    absolute_timeout_seconds: int = 43200
+
+
+@dataclass(frozen=True)
 class AuthSettings:
     cache_seconds: float = 5.0
 
@@ -110,7 +122,9 @@ class Settings:
     tokens: TokenSettings = field(default_factory=TokenSettings)
     processors: ProcessorSettings = field(default_factory=ProcessorSettings)
     forward: ForwardSettings = field(default_factory=ForwardSettings)
+    checkout: CheckoutSettings = field(default_factory=CheckoutSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    staff: StaffSettings = field(default_factory=StaffSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     @property
@@ -225,6 +239,35 @@ class ForwardSchema(_Section):
         return ForwardSettings(**{**data, "ca_file": Path(data["ca_file"]) if data["ca_file"] else None})
 
 
+class CheckoutSchema(_Section):
+    session_ttl_seconds = fields.Integer(
+        load_default=CheckoutSettings.session_ttl_seconds, validate=validate.Range(60, 86400)
+    )
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> CheckoutSettings:
+        return CheckoutSettings(**data)
+
+
+class StaffSchema(_Section):
+    public_url = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(r"^https://[^/?#]+$", error="must be https://host[:port] with no path"),
+    )
+    idle_timeout_seconds = fields.Integer(
+        load_default=StaffSettings.idle_timeout_seconds,
+        validate=validate.Range(60, 900, error="must be between 60 and 900 seconds (PCI: at most 15 minutes)"),
+    )
+    absolute_timeout_seconds = fields.Integer(
+        load_default=StaffSettings.absolute_timeout_seconds, validate=validate.Range(300, 86400)
+    )
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> StaffSettings:
+        return StaffSettings(**data)
+
+
 class AuthSchema(_Section):
     cache_seconds = fields.Float(load_default=AuthSettings.cache_seconds, validate=validate.Range(0, 60))
 
@@ -253,7 +296,9 @@ class SettingsSchema(_Section):
     tokens = fields.Nested(TokensSchema, load_default=lambda: TokensSchema().load({}))
     processors = fields.Nested(ProcessorsSchema, load_default=lambda: ProcessorsSchema().load({}))
     forward = fields.Nested(ForwardSchema, load_default=lambda: ForwardSchema().load({}))
+    checkout = fields.Nested(CheckoutSchema, load_default=lambda: CheckoutSchema().load({}))
     auth = fields.Nested(AuthSchema, load_default=lambda: AuthSchema().load({}))
+    staff = fields.Nested(StaffSchema, load_default=lambda: StaffSchema().load({}))
     log = fields.Nested(LogSchema, load_default=lambda: LogSchema().load({}))
 
     @post_load

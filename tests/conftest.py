@@ -84,7 +84,7 @@ def leak_guard(session_logs: Path) -> Iterator[None]:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     _SOURCES.redis_servers.append(server)
-    yield server
+    yield server  # noqa: PT022 - the leak guard stops it after scanning it
 
 
 @pytest.fixture

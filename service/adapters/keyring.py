@@ -33,6 +33,7 @@ from service.errors import ConfigError, DecryptionFailed, KeyringError
 DEV_KEY_PREFIX = "dev:"
 DEV_KEY_FILENAME = "master.key"
 ENV_MASTER_KEY = "CARDVAULT_MASTER_KEY"
+SECRETS_KEY_VERSION = 0  # data keys start at 1, so a secret's blob can never be taken for card data
 
 
 @dataclass(frozen=True, repr=False)
@@ -165,14 +166,22 @@ class AgencyKeys:
         key = self._key(self.cvc_keys, crypto.blob_version(blob))
         return crypto.decrypt(key, blob, self._aad("cvc", token_id))
 
-    def seal_secret(self, purpose: str, plaintext: bytes) -> bytes:
-        """Seal an agency secret that is not card data (processor credentials) under the card key."""
-        v = self.current_version
-        return crypto.encrypt(self._key(self.card_keys, v), v, plaintext, self._aad(purpose, "-"))
+    @property
+    def secrets_key(self) -> bytes:
+        """The key for operator secrets (processor credentials, staff TOTP seeds), derived from the
+        fingerprint key: like it, it never rotates, so retiring an old data-key version can never make
+        a stored credential unreadable; rotating such a secret means entering a new one. Shredding the
+        agency destroys it with the rest."""
+        return crypto.derive_key(self.fingerprint_key, b"cv-secrets")
 
-    def open_secret(self, purpose: str, blob: bytes) -> bytes:
-        key = self._key(self.card_keys, crypto.blob_version(blob))
-        return crypto.decrypt(key, blob, self._aad(purpose, "-"))
+    def seal_secret(self, purpose: str, plaintext: bytes, object_id: str = "-") -> bytes:
+        """Seal an agency secret that is not card data; the blob names version 0 (the secrets key)."""
+        return crypto.encrypt(self.secrets_key, SECRETS_KEY_VERSION, plaintext, self._aad(purpose, object_id))
+
+    def open_secret(self, purpose: str, blob: bytes, object_id: str = "-") -> bytes:
+        if crypto.blob_version(blob) != SECRETS_KEY_VERSION:
+            raise DecryptionFailed("not an agency secret")
+        return crypto.decrypt(self.secrets_key, blob, self._aad(purpose, object_id))
 
     def fingerprint(self, card_digits: str) -> str:
         """A stable keyed hash of the card number alone, unique to this agency."""
@@ -223,6 +232,12 @@ class Keyring:
         if self._pepper is None:
             raise KeyringError("the keyring has not loaded its pepper yet")
         return crypto.keyed_hash(self._pepper, api_key.encode("utf-8"), person=b"cv-api-key")
+
+    def mac(self, message: bytes, *, person: bytes) -> str:
+        """A MAC under the pepper for one purpose (``person``), e.g. the hosted-fields frame proof."""
+        if self._pepper is None:
+            raise KeyringError("the keyring has not loaded its pepper yet")
+        return crypto.keyed_hash(self._pepper, message, person=person)
 
     # -- agency keys ----------------------------------------------------
     @staticmethod

@@ -19,6 +19,7 @@ from service.cli.config import config
 from service.cli.health import health
 from service.cli.keys import keys
 from service.cli.serve import serve
+from service.cli.staff import staff
 from service.domain.redaction import redact_card_numbers
 from service.errors import CardvaultError
 from service.tls import TlsConfigError
@@ -58,6 +59,7 @@ cli.add_command(config)
 cli.add_command(agency)
 cli.add_command(keys)
 cli.add_command(health)
+cli.add_command(staff)
 
 
 def main() -> None:

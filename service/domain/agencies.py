@@ -1,7 +1,8 @@
 """Agencies (tenants) and their API keys, as values: slugs, origins, key formats.
 
-A publishable key (``pk_``) may only create tokens, and only from the agency's
-registered origins; a secret key (``sk_``) may do everything for its own agency.
+A publishable key (``pk_``) may only create tokens and pay checkout sessions, and only
+from the agency's registered origins (or the vault's own card form); a secret key
+(``sk_``) may do everything for its own agency.
 Keys are 256 random bits; the vault keeps only keyed hashes of them.
 """
 

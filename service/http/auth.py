@@ -6,6 +6,7 @@ from aiohttp import web
 
 from service.agencies import Principal
 from service.errors import Forbidden, StoreUnavailable, Unauthenticated
+from service.http.frame_proof import vouched_by_frame
 from service.http.state import services
 
 
@@ -27,8 +28,15 @@ async def authenticate(request: web.Request, *, publishable_ok: bool = False) ->
         raise Unauthenticated("The API key is not valid", code="invalid_api_key")
     if not principal.secret:
         if not publishable_ok:
-            raise Forbidden("A publishable key may only create tokens; use the secret key", code="secret_key_required")
+            raise Forbidden(
+                "A publishable key may only create tokens and pay checkout sessions; use the secret key",
+                code="secret_key_required",
+            )
         origin = request.headers.get("Origin")
-        if origin is not None and not principal.agency.allows_origin(origin):
+        if (
+            origin is not None
+            and not principal.agency.allows_origin(origin)
+            and not vouched_by_frame(request, principal, origin)  # the vault's own card form (frame_proof.py)
+        ):
             raise Forbidden("This origin is not registered for the publishable key", code="origin_not_allowed")
     return principal

@@ -78,7 +78,11 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
 async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Defaults for every answer; a handler that needs another policy sets its own first."""
     response = await handler(request)
+    policy = response.headers.get("Content-Security-Policy", "")
+    framable = "frame-ancestors" in policy and "frame-ancestors 'none'" not in policy
     for name, value in SECURITY_HEADERS.items():
+        if name == "X-Frame-Options" and framable:
+            continue  # the handler's own frame-ancestors decides (the hosted card form); CSP supersedes XFO
         response.headers.setdefault(name, value)
     response.headers["Server"] = "cardvault"
     if request.app[SERVICES].tls:

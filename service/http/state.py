@@ -12,8 +12,10 @@ from service.adapters.processors.registry import ProcessorRegistry
 from service.adapters.store import VaultStore
 from service.agencies import AgencyService
 from service.charges import ChargeService
+from service.checkout import CheckoutService
 from service.clock import Clock
 from service.settings import Settings
+from service.staff_context import StaffContext
 from service.vault import Vault
 
 
@@ -29,7 +31,9 @@ class Services:
     vault: Vault | None = None
     processors: ProcessorRegistry | None = None
     charges: ChargeService | None = None
+    checkout: CheckoutService | None = None
     idempotency: IdempotencyStore | None = None
+    staff: StaffContext | None = None
     tls: bool = True
     fatal: str | None = None  # a refusal found after start (see app._bootstrap_until_done)
 

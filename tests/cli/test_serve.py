@@ -475,7 +475,8 @@ class TestProductionMode:
         process = serve("--tls-cert", cert, "--tls-key", key, env=env)
         process.spawn()
         time.sleep(2)
-        assert process.process is not None and process.process.poll() is None, process.describe()
+        assert process.process is not None
+        assert process.process.poll() is None, process.describe()
         lossy_redis.restart_same_port()
         assert process.wait_exit() != 0, process.describe()
         errors = [line for line in process.stderr.splitlines() if line.startswith("Error:")]

@@ -10,6 +10,7 @@ the declarations together cover the whole document.
 
 from __future__ import annotations
 
+import importlib
 import re
 import time
 from collections.abc import Iterator
@@ -28,11 +29,13 @@ from service.http.state import SERVICES
 from tests.conftest import AgencyKeys, create_agency, create_app, make_settings
 from tests.support.cards import CVC, VISA
 from tests.support.openapi_check import (
+    PROBLEM_JSON,
     SPEC_PATH,
     UNROUTED,
     Contract,
     Covered,
     covers,
+    declarations,
     documented_statuses,
     enum_of,
     load_spec,
@@ -48,6 +51,11 @@ from tests.support.redis_server import RedisServer
 LUHN_FAILING = VISA[:-1] + str((int(VISA[-1]) + 1) % 10)
 UNSUPPORTED_BRAND = "9" * 15 + luhn_check_digit("9" * 15)
 SHOP = "https://shop.example.gov"
+PUBLISHABLE_OPERATIONS = {
+    ("/v1/tokens", "post"),
+    ("/v1/checkout/sessions/{session_id}", "get"),
+    ("/v1/checkout/sessions/{session_id}/complete", "post"),
+}
 
 
 @pytest.fixture
@@ -103,11 +111,11 @@ def example_checks() -> Iterator[tuple[str, Any, str]]:
 
 
 def problem_responses() -> Iterator[tuple[str, dict[str, Any]]]:
-    """(where, response) for every error response with a body (HEAD answers have none), resolved."""
+    """(where, response) for every problem+json response (not 402's charge, not HEAD's nothing), resolved."""
     for template, method, operation in operations():
         for status, response in operation["responses"].items():
             response = resolve(response)
-            if int(status) >= 400 and "content" in response:
+            if int(status) >= 400 and PROBLEM_JSON in response.get("content", {}):
                 yield f"{method.upper()} {template} {status}", response
 
 
@@ -143,7 +151,7 @@ class TestDocument:
         assert set(runs) == {VISA}
 
     def test_every_response_is_explicit_and_identified(self) -> None:
-        """Operations list explicit statuses only, each answer has X-Request-Id, errors are problem+json."""
+        """Operations list explicit statuses only, each answer has X-Request-Id, errors but 402 are problem+json."""
         for template, method, operation in operations():
             for status, response in operation["responses"].items():
                 where = f"{method.upper()} {template} {status}"
@@ -153,10 +161,31 @@ class TestDocument:
                 content = response.get("content", {})
                 if method == "head" or status == "204":
                     assert not content, f"{where}: no body"
-                elif int(status) >= 400:
-                    assert list(content) == ["application/problem+json"], where
+                elif int(status) >= 400 and status != "402":
+                    assert list(content) == [PROBLEM_JSON], where
+                elif template.startswith("/elements/"):  # the hosted card form and its scripts
+                    assert [media.split("/")[0] for media in content] == ["text"], where
                 else:
                     assert list(content) == ["application/json"], where
+
+    def test_every_state_changing_post_is_idempotent(self) -> None:
+        """Every POST takes Idempotency-Key and lists its 400, 409 and 422 answers, and its 2xx may be replayed."""
+        posts = [(template, op) for template, method, op in operations() if method == "post"]
+        assert {template for template, _ in posts} >= {"/v1/tokens", "/v1/charges", "/v1/forward"}
+        for template, operation in posts:
+            where = f"POST {template}"
+            assert {"$ref": "#/components/parameters/IdempotencyKey"} in operation["parameters"], where
+            allowed = set().union(
+                *(code_status_pairs_of(resolve(operation["responses"][status])) for status in ("400", "409", "422"))
+            )
+            assert {
+                ("idempotency_key_invalid", 400),
+                ("idempotency_request_in_progress", 409),
+                ("idempotency_key_reused", 422),
+            } <= allowed, where
+            for status, response in operation["responses"].items():
+                if status.startswith("2") or status == "402":
+                    assert "Idempotent-Replayed" in resolve(response)["headers"], f"{where} {status}"
 
     def test_code_tables_match_the_schemas(self) -> None:
         """The description's code tables list exactly the enums, with the statuses the responses use."""
@@ -174,14 +203,14 @@ class TestDocument:
         assert field_codes == enum_of("FieldErrorCode")
 
     def test_security_matches_the_key_kinds(self) -> None:
-        """Only POST /v1/tokens accepts a publishable key; health checks need none; the rest need a secret key."""
+        """Publishable keys: POST /v1/tokens and checkout payment; health and /elements need none; else secret."""
         spec = load_spec()
         assert spec["security"] == [{"secretKey": []}]
         for template, method, operation in operations():
             security = operation.get("security", spec["security"])
-            if template in ("/healthz", "/readyz"):
+            if template in ("/healthz", "/readyz") or template.startswith("/elements/"):
                 assert security == [], template
-            elif (template, method) == ("/v1/tokens", "post"):
+            elif (template, method) in PUBLISHABLE_OPERATIONS:
                 assert security == [{"secretKey": []}, {"publishableKey": []}]
             else:
                 assert security == [{"secretKey": []}], f"{method} {template}"
@@ -192,7 +221,11 @@ class TestRouteDrift:
     def app_routes(master_keys: MasterKeys, tmp_path: Path) -> set[tuple[str, str]]:
         settings = make_settings("redis://127.0.0.1:1/0", tmp_path / "var")
         app = create_app(settings, master_keys, redis_url="redis://127.0.0.1:1/0", tls=False)
-        return {(route.method.lower(), route.resource.canonical) for route in app.router.routes() if route.resource}
+        return {
+            (route.method.lower(), route.resource.canonical)
+            for route in app.router.routes()
+            if route.resource and not route.resource.canonical.startswith("/staff/")  # HTML pages, not API operations
+        }
 
     @staticmethod
     def documented_routes() -> set[tuple[str, str]]:
@@ -665,13 +698,10 @@ class TestUnroutedConformance:
 
 
 def declared() -> list[Covered]:
-    return [
-        test.contract_covers
-        for name, cls in globals().items()
-        if name.startswith("Test") and isinstance(cls, type)
-        for test in vars(cls).values()
-        if hasattr(test, "contract_covers")
-    ]
+    """The @covers declarations of every contract test module: this one and its siblings test_openapi_*.py."""
+    names = sorted(path.stem for path in Path(__file__).parent.glob("test_openapi*.py"))
+    assert "test_openapi_payments" in names
+    return declarations(*(importlib.import_module(f"{__package__}.{name}") for name in names))
 
 
 class TestCoverageDeclarations:

@@ -57,12 +57,12 @@ import json
 import re
 import secrets
 import ssl
-from pathlib import Path
 import string
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 

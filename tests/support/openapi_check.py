@@ -29,6 +29,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -219,8 +220,17 @@ class Exchange:
         return json.loads(self.data)
 
     @property
+    def is_problem(self) -> bool:
+        return self.status >= 400 and bool(self.data) and self.headers.get("Content-Type", "").startswith(PROBLEM_JSON)
+
+    @property
+    def replayed(self) -> bool:
+        """Whether this is a stored answer replayed for an Idempotency-Key."""
+        return self.headers.get("Idempotent-Replayed") == "true"
+
+    @property
     def problem_code(self) -> str | None:
-        if self.status < 400 or not self.data:
+        if not self.is_problem:
             return None
         return str(self.json()["code"])
 
@@ -239,6 +249,18 @@ class Covered:
     statuses: frozenset[tuple[str, int]]
     codes: frozenset[str] = frozenset()
     field_codes: frozenset[str] = frozenset()
+
+
+def declarations(*modules: ModuleType) -> list[Covered]:
+    """Every :func:`covers` declaration on the ``Test*`` classes of ``modules``."""
+    return [
+        test.contract_covers
+        for module in modules
+        for name, cls in vars(module).items()
+        if name.startswith("Test") and isinstance(cls, type)
+        for test in vars(cls).values()
+        if hasattr(test, "contract_covers")
+    ]
 
 
 def covers(*statuses: tuple[str, int], codes: Iterable[str] = (), field_codes: Iterable[str] = ()) -> Any:
@@ -417,13 +439,18 @@ class Contract:
             assert request_id == inbound, f"{where}: the inbound X-Request-Id was not echoed"
         else:
             assert request_id != inbound, f"{where}: an unusable inbound X-Request-Id was echoed"
-        if exchange.status >= 400 and exchange.data:
-            assert exchange.headers.get("Content-Type", "").startswith(PROBLEM_JSON), where
+        if exchange.status == 402:  # a declined or failed charge or refund: the object itself, not a problem
+            assert exchange.headers.get("Content-Type", "").startswith("application/json"), where
+        elif exchange.status >= 400 and exchange.data:
+            assert exchange.is_problem, where
             problem = exchange.json()
             assert problem["status"] == exchange.status, where
             assert problem["type"] == PROBLEM_TYPE_PREFIX + problem["code"], where
-            if "request_id" in problem:
+            # A replayed answer is the first answer byte for byte, request_id included.
+            if "request_id" in problem and not exchange.replayed:
                 assert problem["request_id"] == request_id, where
+        replayed = exchange.headers.get("Idempotent-Replayed")
+        assert replayed in (None, "true"), f"{where}: Idempotent-Replayed {replayed!r}"
         text = "\n".join([exchange.data.decode("utf-8", "replace"), *exchange.headers.values()])
         assert not leaks.cards_in_text(text), f"{where}: a test card number is in the answer"
 

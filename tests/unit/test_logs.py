@@ -1,9 +1,9 @@
 """Logs: JSON lines, and nothing logged on any path contains a card number or CVC."""
 
 import io
-from collections.abc import Iterator
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
 import structlog
