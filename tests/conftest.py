@@ -24,7 +24,8 @@ from service.adapters.keyring import MasterKey, MasterKeys
 from service.app import create_app
 from service.http.state import SERVICES
 from service.logs import configure_logging
-from service.settings import Settings, load_settings
+from service.settings import Settings
+from service.settings_loader import load_settings
 from tests.support import leaks
 from tests.support.redis_server import RedisServer
 

@@ -13,7 +13,7 @@ from service.adapters.keyring import ENV_MASTER_KEY
 from service.cli.options import settings_from, settings_options
 from service.cli.runtime import master_keys_for
 from service.preflight import Findings, check_certificate_file
-from service.settings import defaults_as_dict
+from service.settings_loader import defaults_as_dict
 from service.tls.mozilla import server_context
 
 

@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 
 import click
 
-from service.settings import Settings, load_settings
+from service.settings import Settings
+from service.settings_loader import load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 

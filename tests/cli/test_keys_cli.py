@@ -22,7 +22,7 @@ from service.cli.runtime import open_runtime
 from service.clock import system_clock
 from service.domain.agencies import KeyKind
 from service.domain.cards import parse_card_number, parse_cvc
-from service.settings import load_settings
+from service.settings_loader import load_settings
 from service.vault import TokenizeRequest, Vault
 from tests.support.cards import CVC, MASTERCARD, VISA
 from tests.support.redis_server import RedisServer

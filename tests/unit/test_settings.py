@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from service.errors import ConfigError
-from service.settings import defaults_as_dict, load_settings
+from service.settings_loader import defaults_as_dict, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
