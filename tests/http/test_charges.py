@@ -10,6 +10,7 @@ import pytest
 
 from service.agency_settings import AgencySettingsService
 from service.charges import charge_id_for
+from service.domain.processing import ProcessorName
 from service.http.state import SERVICES
 from tests.conftest import AgencyKeys, create_agency
 from tests.http.charge_fixtures import Client, charge, tokenize
@@ -567,3 +568,30 @@ class TestRefundsHappenOnce:
         status = await pay_client.get(f"/v1/tokens/{other_token}", headers=anet_agency.auth)
         assert (await status.json())["cvc_retained"] is True
         assert (await trial).status == 201
+
+
+class TestProcessorSettingsTakeEffect:
+    async def test_new_credentials_are_used_by_the_next_charge(
+        self, pay_client: Client, anet_agency: AgencyKeys, authnet: FakeAuthorizeNet
+    ) -> None:
+        """The per-process adapter cache follows set-processor: the next charge uses the new credentials."""
+        agencies = pay_client.app[SERVICES].agencies
+        assert agencies is not None
+        assert (await charge(pay_client, anet_agency, await tokenize(pay_client, anet_agency))).status == 201
+        await AgencySettingsService(agencies).set_processor(
+            anet_agency.slug,
+            ProcessorName.AUTHORIZE_NET,
+            login_id=authnet.login_id,
+            transaction_key="wrong000key0000",
+            endpoint=authnet.endpoint,
+        )
+        refused = await charge(pay_client, anet_agency, await tokenize(pay_client, anet_agency))
+        assert (refused.status, (await refused.json())["code"]) == (502, "processor_rejected")
+        await AgencySettingsService(agencies).set_processor(
+            anet_agency.slug,
+            ProcessorName.AUTHORIZE_NET,
+            login_id=authnet.login_id,
+            transaction_key=authnet.transaction_key,
+            endpoint=authnet.endpoint,
+        )
+        assert (await charge(pay_client, anet_agency, await tokenize(pay_client, anet_agency))).status == 201

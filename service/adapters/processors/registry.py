@@ -32,6 +32,7 @@ from service.domain.processing import AUTHORIZE_NET_SANDBOX, ProcessorConfig, Pr
 from service.settings import ProcessorSettings
 
 T = TypeVar("T")
+ADAPTER_CACHE_LIMIT = 1000
 
 
 class GuardedProcessor:
@@ -86,6 +87,9 @@ class ProcessorRegistry:
         self.ssl_context = ssl_context
         self.sandbox = SandboxProcessor(slow_seconds=settings.sandbox_slow_seconds)
         self._breakers: dict[tuple[str, str, str], CircuitBreaker] = {}
+        # Adapters by (agency, sealed configuration): opening the credentials and building the adapter
+        # once per configuration, not on every charge. A changed configuration has new sealed bytes.
+        self._adapters: dict[tuple[str, bytes], Processor] = {}
 
     def breaker(self, config: ProcessorConfig) -> CircuitBreaker:
         account = (str(config.name), config.endpoint or "", config.login_id or "")
@@ -103,13 +107,20 @@ class ProcessorRegistry:
         else:
             if config.sealed_credentials is None or config.login_id is None:
                 raise ProcessorUnavailable("authorize_net is configured without credentials")
-            transaction_key = keys.open_secret("processor-credentials", config.sealed_credentials).decode()
-            inner = AuthorizeNetProcessor(
-                login_id=config.login_id,
-                transaction_key=transaction_key,
-                endpoint=config.endpoint or AUTHORIZE_NET_SANDBOX,
-                session=self.session,
-                timeout=self.settings.timeout_seconds,
-                ssl=self.ssl_context,
-            )
+            cache_key = (keys.agency_id, config.to_json().encode())
+            cached = self._adapters.get(cache_key)
+            if cached is None:
+                transaction_key = keys.open_secret("processor-credentials", config.sealed_credentials).decode()
+                cached = AuthorizeNetProcessor(
+                    login_id=config.login_id,
+                    transaction_key=transaction_key,
+                    endpoint=config.endpoint or AUTHORIZE_NET_SANDBOX,
+                    session=self.session,
+                    timeout=self.settings.timeout_seconds,
+                    ssl=self.ssl_context,
+                )
+                if len(self._adapters) >= ADAPTER_CACHE_LIMIT:
+                    self._adapters.clear()
+                self._adapters[cache_key] = cached
+            inner = cached
         return GuardedProcessor(inner, self.breaker(config), self.settings.timeout_seconds)
