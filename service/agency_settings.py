@@ -1,4 +1,4 @@
-"""How an agency takes payments: its processor, its amount limit, its forward destinations.
+"""How an agency takes payments: its processor, its amount and velocity limits, its forward destinations.
 
 Processor credentials are sealed under the agency's data key before they are
 stored and are never printed: commands show the processor's name, endpoint
@@ -6,6 +6,8 @@ and login id only.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
 
 from service.agencies import AgencyService
 from service.domain.agencies import Agency
@@ -20,6 +22,7 @@ from service.domain.processing import (
     parse_destination,
     validate_endpoint,
 )
+from service.domain.velocity import Limit, VelocityOverrides, check_name
 
 CREDENTIALS_PURPOSE = "processor-credentials"
 
@@ -64,6 +67,24 @@ class AgencySettingsService:
         await self.agencies.store.set_agency_fields(
             row.agency.id, {"max_amount": str(max_amount) if max_amount is not None else ""}
         )
+        return (await self.agencies.row(slug)).agency
+
+    async def set_velocity(
+        self,
+        slug: str,
+        changes: Mapping[str, Limit | None],
+        *,
+        back_to_default: Iterable[str] = (),
+        reset: bool = False,
+    ) -> Agency:
+        """Override SLUG's velocity limits by name (None: off for this agency), or go back to the defaults."""
+        row = await self.agencies.row(slug)
+        removed = [check_name(name) for name in back_to_default]
+        for name in changes:
+            check_name(name)
+        current = VelocityOverrides() if reset else row.agency.velocity
+        overrides = current.changed(changes, removed)
+        await self.agencies.store.set_agency_fields(row.agency.id, {"velocity": overrides.to_json()})
         return (await self.agencies.row(slug)).agency
 
     async def allow_destination(self, slug: str, url: str, *, allow_private: bool = False) -> Agency:

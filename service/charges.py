@@ -12,11 +12,14 @@ instead of charging again.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 from dataclasses import dataclass, replace
 
 from service.adapters.charges_store import ChargeStore
 from service.adapters.processors.base import (
+    TRANSACTION_SETTLED,
     AuthorizationRequest,
     CardDetails,
     CircuitOpen,
@@ -44,7 +47,10 @@ from service.domain.charges import (
     new_refund_id,
 )
 from service.domain.tokens import StoredCard, is_token_id
+from service.domain.velocity import Action, GatePlan
 from service.errors import Conflict, DecryptionFailed, FieldError, NotFound, ValidationFailed
+from service.metrics import record_charge
+from service.velocity import Subject, Velocity, enforce
 
 LOCK_SECONDS = 120
 LIST_LIMIT = 100
@@ -93,10 +99,13 @@ def _rule_error(exc: ChargeRuleError) -> Exception:
 
 
 class ChargeService:
-    def __init__(self, store: ChargeStore, processors: ProcessorRegistry, clock: Clock) -> None:
+    def __init__(
+        self, store: ChargeStore, processors: ProcessorRegistry, clock: Clock, velocity: Velocity | None = None
+    ) -> None:
         self.store = store
         self.processors = processors
         self.clock = clock
+        self.velocity = velocity  # card-testing defence: its gate rides in the charge start's round trip
 
     def _now(self) -> int:
         return int(self.clock())
@@ -104,7 +113,14 @@ class ChargeService:
     def _processor(self, principal: Principal) -> GuardedProcessor:
         return self.processors.for_agency(principal.agency.processor, principal.keys)
 
-    async def create(self, principal: Principal, request: ChargeRequest, idempotency_key: str | None) -> ChargeOutcome:
+    async def create(
+        self,
+        principal: Principal,
+        request: ChargeRequest,
+        idempotency_key: str | None,
+        subject: Subject | None = None,
+    ) -> ChargeOutcome:
+        """Charge a token once; with a ``subject``, within its velocity limits (else 429, nothing written)."""
         agency = principal.agency
         if agency.max_amount is not None and request.amount > agency.max_amount:
             raise ValidationFailed(
@@ -112,6 +128,7 @@ class ChargeService:
             )
         if not is_token_id(request.token):
             raise NotFound("No such token", code="token_not_found")
+        gate = await self._velocity_gate(principal, request.token, subject)
         processor = self._processor(principal)
         processor.admit()  # a paused processor is refused here, before the CVC is taken
         now = self._now()
@@ -131,9 +148,10 @@ class ChargeService:
             failure_message="Awaiting the processor's answer.",
         )
         try:
-            started = await self.store.start(
-                agency.id, placeholder.id, request.token, placeholder.to_json(), request.order_reference
-            )
+            async with enforce(self.velocity, gate, subject):
+                started = await self.store.start(
+                    agency.id, placeholder.id, request.token, placeholder.to_json(), request.order_reference, gate
+                )
         except BaseException:
             processor.breaker.release()
             raise
@@ -186,8 +204,30 @@ class ChargeService:
         except ProcessorError as exc:
             error = exc
             final = self._after_error(pending, exc)
-        await self._save(agency.id, placeholder, final)
+        if final.status is ChargeStatus.DECLINED and self.velocity is not None:
+            # Declines feed the decline ratios; counted beside the final write, adding no wait.
+            await asyncio.gather(
+                self._save(agency.id, placeholder, final), self.velocity.record_decline(agency, subject)
+            )
+        else:
+            await self._save(agency.id, placeholder, final)
+        record_charge(processor.name, str(final.status), final.decline_code)
         return ChargeOutcome(final, created=True, error=error)
+
+    async def _velocity_gate(self, principal: Principal, token_id: str, subject: Subject | None) -> GatePlan | None:
+        """The charge's velocity gate.  The per-card limit needs the card's fingerprint, sealed inside the
+        token: one read of the token before the charge starts (the only round trip velocity adds to a charge)."""
+        velocity = self.velocity
+        if velocity is None or subject is None:
+            return None
+        fingerprint = None
+        if velocity.counts_cards(Action.CHARGES, principal.agency, subject):
+            blob = await self.store.token_blob(principal.agency.id, token_id)
+            if blob is not None:
+                # A card that fails its integrity check is refused (and recorded) by the start as before.
+                with contextlib.suppress(DecryptionFailed):
+                    fingerprint = StoredCard.from_bytes(principal.keys.open_card(token_id, blob)).fingerprint
+        return velocity.plan(Action.CHARGES, principal.agency, subject, fingerprint)
 
     def _after_authorization(self, charge: Charge, result: ProcessorResult, capture: bool) -> Charge:
         now = self._now()
@@ -202,7 +242,13 @@ class ChargeService:
             status = ChargeStatus.SUCCEEDED if capture else ChargeStatus.REQUIRES_CAPTURE
             captured = charge.amount if capture else 0
             return charge.with_status(
-                status, now, result.message, processor=info, amount_captured=captured, failure_message=None
+                status,
+                now,
+                result.message,
+                processor=info,
+                amount_captured=captured,
+                failure_message=None,
+                settles_at=result.settles_at if capture else None,
             )
         if result.outcome is Outcome.DECLINED:
             return charge.with_status(
@@ -277,7 +323,17 @@ class ChargeService:
             except ProcessorError as exc:
                 return ChargeOutcome(charge, created=False, error=exc)
             if result.approved:
-                after = charge.with_status(ChargeStatus.SUCCEEDED, self._now(), "captured", amount_captured=wanted)
+                # The capture's id: Authorize.Net repeats the authorization's; the sandbox's names the settlement day.
+                captured_id = result.transaction_id or charge.processor.transaction_id
+                info = replace(charge.processor, transaction_id=captured_id)
+                after = charge.with_status(
+                    ChargeStatus.SUCCEEDED,
+                    self._now(),
+                    "captured",
+                    amount_captured=wanted,
+                    processor=info,
+                    settles_at=result.settles_at,
+                )
             else:
                 after = replace(charge, failure_message=result.message)
             await self._save(principal.agency.id, charge, after)
@@ -286,18 +342,28 @@ class ChargeService:
             await self.store.unlock(principal.agency.id, charge_id)
 
     async def void(self, principal: Principal, charge_id: str) -> ChargeOutcome:
+        """Void an authorization, or a capture until the processor settles it (then: 409 charge_settled)."""
         charge = await self._locked(principal, charge_id)
         try:
             try:
-                charge.check_void()
+                charge.check_void(self._now())
             except ChargeRuleError as exc:
                 raise _rule_error(exc) from None
             try:
                 result = await self._processor(principal).void(charge.processor.transaction_id or "")
             except ProcessorError as exc:
                 return ChargeOutcome(charge, created=False, error=exc)
+            if result.decline_code == TRANSACTION_SETTLED and charge.status is ChargeStatus.SUCCEEDED:
+                # Remember it, so the receipt offers the refund and a retry is refused without a call.
+                now = self._now()
+                settled = replace(charge, settles_at=min(now, charge.settles_at or now))
+                await self._save(principal.agency.id, charge, settled)
+                raise Conflict(
+                    "The processor has already settled this charge, so it can no longer be voided; refund it.",
+                    code="charge_settled",
+                )
             after = (
-                charge.with_status(ChargeStatus.VOIDED, self._now(), "voided")
+                charge.with_status(ChargeStatus.VOIDED, self._now(), "voided", amount_captured=0)
                 if result.approved
                 else replace(charge, failure_message=result.message)
             )

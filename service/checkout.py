@@ -37,6 +37,7 @@ from service.domain.checkout import (
     secret_hash,
 )
 from service.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from service.velocity import Subject
 
 log = structlog.get_logger("cardvault.checkout")
 MAX_URL_LENGTH = 2048
@@ -82,7 +83,10 @@ def after_charge(session: CheckoutSession, charge: Charge, now: int) -> Checkout
 
 
 def _url_problem(field: str, url: str, origins: tuple[str, ...]) -> FieldError | None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. "https://[": an unclosed IPv6 literal
+        return FieldError(field, "invalid", "Must be an absolute https URL")
     if len(url) > MAX_URL_LENGTH or parts.scheme not in ("https", "http") or not parts.netloc:
         return FieldError(field, "invalid", "Must be an absolute https URL")
     try:
@@ -141,7 +145,10 @@ class CheckoutService:
         session, _ = await self._load(principal, session_id, client_secret)
         return session
 
-    async def complete(self, principal: Principal, session_id: str, client_secret: str, token: str) -> CheckoutSession:
+    async def complete(
+        self, principal: Principal, session_id: str, client_secret: str, token: str, subject: Subject | None = None
+    ) -> CheckoutSession:
+        """Pay the session with ``token``; a velocity refusal (429) reopens it, nothing charged."""
         session, raw = await self._load(principal, session_id, client_secret, require_secret=True)
         now = self._now()
         status = session.status_at(now)
@@ -172,7 +179,7 @@ class CheckoutService:
             channel=Channel.WEB,
         )
         try:
-            outcome = await self.charges.create(principal, charge_request, attempt.current_attempt_key)
+            outcome = await self.charges.create(principal, charge_request, attempt.current_attempt_key, subject)
         except BaseException:
             await asyncio.shield(self._settle_interrupted(principal, attempt, attempt_raw))
             raise

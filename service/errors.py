@@ -19,6 +19,7 @@ rest of the code raises what happened and never thinks about status codes::
         ├── PayloadTooLarge                                              -> 413
         ├── UnsupportedMediaType                                         -> 415
         ├── ValidationFailed     well-formed but wrong fields            -> 422
+        ├── TooManyRequests      a velocity limit refused it             -> 429 (Retry-After)
         ├── BadGateway           a forward destination failed us         -> 502
         └── GatewayTimeout       a forward destination did not answer    -> 504
 
@@ -138,6 +139,19 @@ class ValidationFailed(ApiError):
     status = 422
     code = "validation_failed"
     title = "The request has invalid fields"
+
+
+class TooManyRequests(ApiError):
+    """A velocity limit refused the request.  Deliberately the same answer whichever limit it was."""
+
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+    generic_detail = "Too many attempts in a short time. Wait a little, then try again."
+
+    def __init__(self, *, retry_after: int) -> None:
+        super().__init__(self.generic_detail)
+        self.retry_after = retry_after
 
 
 class BadGateway(ApiError):

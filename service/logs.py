@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from service.domain.redaction import redact_value
+from service.http.proxy import client_address, client_scheme
 
 
 def redact_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -59,7 +60,8 @@ def configure_logging(level: str = "info", stream: IO[str] | None = None) -> Non
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One structured line per request: method, path (no query), status, duration, request id."""
+    """One structured line per request: method, path (no query), status, duration, request id, and the
+    client's address and scheme (as the trusted proxy reported them, see ``service.http.proxy``)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         structlog.get_logger("cardvault.access").info(
@@ -69,7 +71,8 @@ class AccessLogger(AbstractAccessLogger):
             status=response.status,
             duration_ms=round(time * 1000, 2),
             request_id=response.headers.get("X-Request-Id"),
-            remote=request.remote,
+            remote=client_address(request),
+            scheme=client_scheme(request),
         )
 
     @property

@@ -4,16 +4,27 @@ Production refuses the generated development master key (see the keyring),
 a self-signed or over-long-lived TLS certificate, and a Redis whose
 persistence could lose an acknowledged write.  Development logs the same
 findings as warnings and carries on.
+
+The Redis judgment (``durability_problems``) is also what /readyz reports, so
+the two never disagree: a configuration that cannot keep the contract of
+``redis.durability`` (``appendfsync`` other than ``always`` for ``fsync``) is
+refused at start in production, while what changes at run time (the server
+turned replica, fewer replicas online than ``redis.replicas``) only warns at
+start and turns /readyz 503 until it is fixed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import redis.asyncio as redis
+
+from service.adapters.durability import DurableRedis
+from service.adapters.redis_inspect import ServerFacts, inspect_server
 from service.errors import ConfigError
-from service.settings import Settings
+from service.settings import RedisSettings, Settings
 from service.tls.certs import check_certificate, inspect_certificate
 
 
@@ -40,21 +51,66 @@ def check_certificate_file(settings: Settings, cert_file: Path, findings: Findin
         findings.add(f"tls.cert_file {cert_file}: {problem}", production=settings.production)
 
 
-def check_redis_persistence(settings: Settings, config: dict[str, str], findings: Findings) -> None:
-    """Acknowledged writes must survive a crash: AOF with fsync on every write."""
-    if settings.redis.assume_durable:
-        return
-    if not config:
-        findings.add(
-            "redis.url: cannot read the server's persistence settings (CONFIG is disabled); "
-            "set redis.assume_durable: true if you have checked them yourself",
-            production=settings.production,
+@dataclass(frozen=True)
+class DurabilityProblems:
+    """Why the server cannot keep ``redis.durability``: set up so (``static``) or for now (``dynamic``)."""
+
+    static: list[str] = field(default_factory=list)
+    dynamic: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # risks worth a warning that do not break the contract
+
+    @property
+    def all(self) -> list[str]:
+        return self.static + self.dynamic
+
+
+def durability_problems(settings: RedisSettings, facts: ServerFacts) -> DurabilityProblems:
+    """Judge the server's persistence and replication against the configured contract."""
+    problems = DurabilityProblems()
+    if facts.role != "master":
+        problems.dynamic.append(
+            "redis.url: the server is a read-only replica; point redis.url at the master or use redis+sentinel://"
         )
-        return
-    if config.get("appendonly") != "yes" or config.get("appendfsync") != "always":
-        findings.add(
-            f"redis.url: the server runs appendonly={config.get('appendonly')} "
-            f"appendfsync={config.get('appendfsync')}; an acknowledged write could be lost "
-            "(needs appendonly yes and appendfsync always)",
-            production=settings.production,
-        )
+    if "fsync" in settings.durability and not settings.assume_durable:
+        if not facts.config_readable and facts.aof_enabled:
+            problems.static.append(
+                "redis.url: cannot read the server's persistence settings (CONFIG is disabled); "
+                "set redis.assume_durable: true if you have checked them yourself"
+            )
+        elif not facts.aof_enabled or facts.appendfsync != "always":
+            problems.static.append(
+                f"redis.url: the server runs appendonly={'yes' if facts.aof_enabled else 'no'} "
+                f"appendfsync={facts.appendfsync}; an acknowledged write could be lost "
+                "(needs appendonly yes and appendfsync always)"
+            )
+    if "fsync" in settings.durability and facts.aof_write_failing:
+        problems.dynamic.append("redis.url: the server's last append-only file write failed (disk full?)")
+    if "replicas" in settings.durability:
+        if facts.replicas_online < settings.replicas:
+            problems.dynamic.append(
+                f"redis.replicas: {settings.replicas} replica(s) must confirm each write, "
+                f"{facts.replicas_online} online"
+            )
+        if not facts.aof_enabled and settings.durability == "replicas":
+            problems.notes.append(
+                "redis.url: the master runs without an append-only file: if it restarts before a failover it "
+                "comes back empty and its replicas copy that; do not restart it automatically"
+            )
+    return problems
+
+
+def adopt_server(client: redis.Redis, facts: ServerFacts) -> None:
+    """Confirm local fsyncs with WAITAOF where the server has it (Redis 7.2+)."""
+    if isinstance(client, DurableRedis) and facts.has_waitaof != client.durability.waitaof:
+        client.durability = replace(client.durability, waitaof=facts.has_waitaof)
+
+
+async def check_redis(settings: Settings, client: redis.Redis, findings: Findings) -> ServerFacts:
+    """At start: learn how writes can be confirmed, refuse (production) or warn about the server."""
+    facts = await inspect_server(client)
+    adopt_server(client, facts)
+    problems = durability_problems(settings.redis, facts)
+    for problem in problems.static:
+        findings.add(problem, production=settings.production)
+    findings.warnings.extend(problems.dynamic + problems.notes)
+    return facts

@@ -18,6 +18,7 @@ The master key itself is never a setting that a file can hold: it comes from
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +26,15 @@ from typing import Any, Literal
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from service.domain.velocity import InvalidVelocityInput, parse_limit
+
 ENV_PREFIX = "CARDVAULT_"
 #: Variables that are read elsewhere and are not settings keys.
 ENV_NOT_SETTINGS = frozenset({"CARDVAULT_CONFIG", "CARDVAULT_MASTER_KEY", "CARDVAULT_TEST_CLOCK"})
 ENV_ALIASES: Mapping[str, tuple[str, ...]] = {"REDIS_URL": ("redis", "url")}
 
 Mode = Literal["development", "production"]
+Durability = Literal["fsync", "replicas", "fsync+replicas"]
 
 
 @dataclass(frozen=True)
@@ -39,13 +43,17 @@ class ServerSettings:
     port: int = 8443
     plain_http: bool = False
     max_body_bytes: int = 32 * 1024
-    shutdown_timeout: float = 15.0
+    keepalive_timeout: float = 75.0
+    request_read_timeout: float = 15.0
+    shutdown_timeout: float = 30.0
+    workers: int = 1
 
 
 @dataclass(frozen=True)
 class TlsSettings:
     cert_file: Path | None = None
     key_file: Path | None = None
+    client_ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,11 @@ class RedisSettings:
     connect_timeout: float = 2.0
     max_connections: int = 64
     assume_durable: bool = False
+    #: What a 2xx for a write promises (``service.adapters.durability``): "fsync" (on the master's
+    #: disk), "replicas" (on ``replicas`` replicas), or "fsync+replicas" (both).
+    durability: Durability = "fsync"
+    replicas: int = 1
+    wait_timeout_ms: int | None = None  # None: half of socket_timeout, at most 1000 ms
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,7 @@ class ProcessorSettings:
     breaker_failures: int = 5
     breaker_reset_seconds: float = 30.0
     sandbox_slow_seconds: float = 30.0
+    sandbox_settlement_cutoff: str = "22:00"
     ca_file: Path | None = None
 
 
@@ -83,6 +97,15 @@ class ForwardSettings:
     timeout_seconds: float = 25.0
     max_response_bytes: int = 1024 * 1024
     ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class RedactionSettings:
+    """``POST /v1/redact``: how much text one request may carry, and what tokenize mode may create."""
+
+    max_body_bytes: int = 1024 * 1024
+    max_tokens: int = 100
+    token_ttl_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -102,9 +125,65 @@ class AuthSettings:
     cache_seconds: float = 5.0
 
 
+ForwardingHeaders = Literal["x-forwarded", "forwarded"]
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """The firewall proxies whose forwarding headers are believed (``service.http.proxy``)."""
+
+    trusted: tuple[str, ...] = ()
+    headers: ForwardingHeaders = "x-forwarded"
+    #: A second HTTPS listener for TLS passed through a stream proxy (``service.http.proxy_protocol``).
+    proxy_protocol_port: int | None = None
+    proxy_protocol_trusted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VelocitySettings:
+    """Card-testing defence: default limits (COUNT/PERIOD or off) and the adaptive rule (README)."""
+
+    enabled: bool = True
+    tokens_per_address: str = "10/10m"
+    tokens_per_key: str = "600/1m"
+    tokens_per_staff: str = "20/10m"
+    tokens_per_card: str = "5/10m"
+    tokens_per_agency: str = "3000/1m"
+    charges_per_address: str = "5/10m"
+    charges_per_key: str = "300/1m"
+    charges_per_staff: str = "20/10m"
+    charges_per_card: str = "5/1h"
+    charges_per_agency: str = "1200/1m"
+    decline_window_seconds: int = 600
+    decline_ratio: float = 0.5
+    decline_min_attempts_agency: int = 20
+    decline_min_attempts_address: int = 4
+    tighten_factor: int = 4
+    tighten_seconds: int = 1800
+    retry_after_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """The audit log's retention (``service.audit_retention``): queryable in the stream, then archived."""
+
+    queryable_days: int = 90
+    retention_days: int = 365
+
+
 @dataclass(frozen=True)
 class LogSettings:
     level: str = "info"
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """The Prometheus listener (``service.http.metrics_listener``), apart from the public one."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9464
+    allow_non_loopback: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,10 +197,15 @@ class Settings:
     tokens: TokenSettings = field(default_factory=TokenSettings)
     processors: ProcessorSettings = field(default_factory=ProcessorSettings)
     forward: ForwardSettings = field(default_factory=ForwardSettings)
+    redaction: RedactionSettings = field(default_factory=RedactionSettings)
     checkout: CheckoutSettings = field(default_factory=CheckoutSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     staff: StaffSettings = field(default_factory=StaffSettings)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    velocity: VelocitySettings = field(default_factory=VelocitySettings)
     log: LogSettings = field(default_factory=LogSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def production(self) -> bool:
@@ -145,7 +229,12 @@ class ServerSchema(_Section):
     max_body_bytes = fields.Integer(
         load_default=ServerSettings.max_body_bytes, validate=validate.Range(1024, 1024 * 1024)
     )
+    keepalive_timeout = fields.Float(load_default=ServerSettings.keepalive_timeout, validate=validate.Range(1, 3600))
+    request_read_timeout = fields.Float(
+        load_default=ServerSettings.request_read_timeout, validate=validate.Range(1, 300)
+    )
     shutdown_timeout = fields.Float(load_default=ServerSettings.shutdown_timeout, validate=validate.Range(0, 300))
+    workers = fields.Integer(load_default=ServerSettings.workers, validate=validate.Range(1, 64))
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> ServerSettings:
@@ -155,6 +244,7 @@ class ServerSchema(_Section):
 class TlsSchema(_Section):
     cert_file = fields.String(load_default=None, allow_none=True)
     key_file = fields.String(load_default=None, allow_none=True)
+    client_ca_file = fields.String(load_default=None, allow_none=True)
 
     @validates_schema
     def both_or_neither(self, data: dict[str, Any], **_: Any) -> None:
@@ -170,12 +260,28 @@ class RedisSchema(_Section):
     url = fields.String(
         load_default=None,
         allow_none=True,
-        validate=validate.Regexp(r"^(redis|rediss|unix)://", error="must start with redis://, rediss:// or unix://"),
+        validate=validate.Regexp(
+            r"^(redis|rediss|unix|redis\+sentinel)://",
+            error="must start with redis://, rediss://, unix:// or redis+sentinel://",
+        ),
     )
     socket_timeout = fields.Float(load_default=RedisSettings.socket_timeout, validate=validate.Range(0.1, 60))
     connect_timeout = fields.Float(load_default=RedisSettings.connect_timeout, validate=validate.Range(0.1, 60))
     max_connections = fields.Integer(load_default=RedisSettings.max_connections, validate=validate.Range(1, 10000))
     assume_durable = fields.Boolean(load_default=RedisSettings.assume_durable)
+    durability = fields.String(
+        load_default=RedisSettings.durability, validate=validate.OneOf(["fsync", "replicas", "fsync+replicas"])
+    )
+    replicas = fields.Integer(load_default=RedisSettings.replicas, validate=validate.Range(1, 16))
+    wait_timeout_ms = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 60000))
+
+    @validates_schema
+    def wait_within_socket_timeout(self, data: dict[str, Any], **_: Any) -> None:
+        """A confirmation that outlasts the socket timeout would be cut off as an unreachable Redis."""
+        socket_ms = data.get("socket_timeout", RedisSettings.socket_timeout) * 1000
+        wait_ms = data.get("wait_timeout_ms")
+        if wait_ms is not None and wait_ms >= socket_ms:
+            raise ValidationError(f"must be below redis.socket_timeout ({socket_ms:.0f} ms)", "wait_timeout_ms")
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> RedisSettings:
@@ -216,6 +322,10 @@ class ProcessorsSchema(_Section):
     sandbox_slow_seconds = fields.Float(
         load_default=ProcessorSettings.sandbox_slow_seconds, validate=validate.Range(0, 600)
     )
+    sandbox_settlement_cutoff = fields.String(
+        load_default=ProcessorSettings.sandbox_settlement_cutoff,
+        validate=validate.Regexp(r"^([01][0-9]|2[0-3]):[0-5][0-9]$", error="must be HH:MM (UTC, 24-hour)"),
+    )
     ca_file = fields.String(load_default=None, allow_none=True)
 
     @post_load
@@ -233,6 +343,18 @@ class ForwardSchema(_Section):
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> ForwardSettings:
         return ForwardSettings(**{**data, "ca_file": Path(data["ca_file"]) if data["ca_file"] else None})
+
+
+class RedactionSchema(_Section):
+    max_body_bytes = fields.Integer(
+        load_default=RedactionSettings.max_body_bytes, validate=validate.Range(1024, 16 * 1024 * 1024)
+    )
+    max_tokens = fields.Integer(load_default=RedactionSettings.max_tokens, validate=validate.Range(1, 1000))
+    token_ttl_days = fields.Integer(load_default=RedactionSettings.token_ttl_days, validate=validate.Range(1, 365))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> RedactionSettings:
+        return RedactionSettings(**data)
 
 
 class CheckoutSchema(_Section):
@@ -272,6 +394,101 @@ class AuthSchema(_Section):
         return AuthSettings(**data)
 
 
+def _check_cidr(value: str) -> None:
+    """``10.0.0.0/8``, ``2001:db8::/32`` or one address; host bits set is a typo, not a network."""
+    try:
+        ipaddress.ip_network(value.strip(), strict=True)
+        return
+    except ValueError:
+        pass
+    try:
+        network = ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ValidationError(f"{value!r} is not an IP address or CIDR network") from None
+    raise ValidationError(f"{value!r} has host bits set; did you mean {network}?")
+
+
+class ProxySchema(_Section):
+    trusted = fields.List(fields.String(validate=_check_cidr), load_default=list)
+    headers = fields.String(load_default=ProxySettings.headers, validate=validate.OneOf(["x-forwarded", "forwarded"]))
+    proxy_protocol_port = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 65535))
+    proxy_protocol_trusted = fields.List(fields.String(validate=_check_cidr), load_default=list)
+
+    @validates_schema
+    def proxy_protocol_needs_its_proxies(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("proxy_protocol_port") is not None and not data.get("proxy_protocol_trusted"):
+            raise ValidationError("name the stream proxies allowed to connect there", "proxy_protocol_trusted")
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> ProxySettings:
+        def networks(values: list[str]) -> tuple[str, ...]:
+            return tuple(str(ipaddress.ip_network(v.strip())) for v in values)
+
+        return ProxySettings(
+            trusted=networks(data["trusted"]),
+            headers=data["headers"],
+            proxy_protocol_port=data["proxy_protocol_port"],
+            proxy_protocol_trusted=networks(data["proxy_protocol_trusted"]),
+        )
+
+
+def _velocity_limit(default: str) -> fields.String:
+    def valid(value: str) -> None:
+        try:
+            parse_limit(value)
+        except InvalidVelocityInput as exc:
+            raise ValidationError(str(exc)) from None
+
+    return fields.String(load_default=default, validate=valid)
+
+
+class VelocitySchema(_Section):
+    enabled = fields.Boolean(load_default=VelocitySettings.enabled)
+    tokens_per_address = _velocity_limit(VelocitySettings.tokens_per_address)
+    tokens_per_key = _velocity_limit(VelocitySettings.tokens_per_key)
+    tokens_per_staff = _velocity_limit(VelocitySettings.tokens_per_staff)
+    tokens_per_card = _velocity_limit(VelocitySettings.tokens_per_card)
+    tokens_per_agency = _velocity_limit(VelocitySettings.tokens_per_agency)
+    charges_per_address = _velocity_limit(VelocitySettings.charges_per_address)
+    charges_per_key = _velocity_limit(VelocitySettings.charges_per_key)
+    charges_per_staff = _velocity_limit(VelocitySettings.charges_per_staff)
+    charges_per_card = _velocity_limit(VelocitySettings.charges_per_card)
+    charges_per_agency = _velocity_limit(VelocitySettings.charges_per_agency)
+    decline_window_seconds = fields.Integer(
+        load_default=VelocitySettings.decline_window_seconds, validate=validate.Range(10, 86400)
+    )
+    decline_ratio = fields.Float(load_default=VelocitySettings.decline_ratio, validate=validate.Range(0.01, 1.0))
+    decline_min_attempts_agency = fields.Integer(
+        load_default=VelocitySettings.decline_min_attempts_agency, validate=validate.Range(1, 1_000_000)
+    )
+    decline_min_attempts_address = fields.Integer(
+        load_default=VelocitySettings.decline_min_attempts_address, validate=validate.Range(1, 1_000_000)
+    )
+    tighten_factor = fields.Integer(load_default=VelocitySettings.tighten_factor, validate=validate.Range(1, 1000))
+    tighten_seconds = fields.Integer(load_default=VelocitySettings.tighten_seconds, validate=validate.Range(1, 86400))
+    retry_after_seconds = fields.Integer(
+        load_default=VelocitySettings.retry_after_seconds, validate=validate.Range(1, 3600)
+    )
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> VelocitySettings:
+        return VelocitySettings(**data)
+
+
+class AuditSchema(_Section):
+    queryable_days = fields.Integer(load_default=AuditSettings.queryable_days, validate=validate.Range(1, 3660))
+    retention_days = fields.Integer(load_default=AuditSettings.retention_days, validate=validate.Range(1, 3660))
+
+    @validates_schema
+    def queryable_within_retention(self, data: dict[str, Any], **_: Any) -> None:
+        if data["queryable_days"] > data["retention_days"]:
+            raise ValidationError("must not be more than retention_days", "queryable_days")
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> AuditSettings:
+        return AuditSettings(**data)
+
+
 class LogSchema(_Section):
     level = fields.String(
         load_default=LogSettings.level, validate=validate.OneOf(["debug", "info", "warning", "error"])
@@ -280,6 +497,36 @@ class LogSchema(_Section):
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> LogSettings:
         return LogSettings(**data)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class MetricsSchema(_Section):
+    enabled = fields.Boolean(load_default=MetricsSettings.enabled)
+    host = fields.String(load_default=MetricsSettings.host, validate=validate.Length(min=1, max=255))
+    port = fields.Integer(load_default=MetricsSettings.port, validate=validate.Range(1, 65535))
+    allow_non_loopback = fields.Boolean(load_default=MetricsSettings.allow_non_loopback)
+
+    @validates_schema
+    def loopback_unless_allowed(self, data: dict[str, Any], **_: Any) -> None:
+        host = data.get("host", MetricsSettings.host)
+        if not data.get("allow_non_loopback") and not is_loopback_host(host):
+            raise ValidationError(
+                f"{host!r} is not a loopback address; metrics are for the local monitoring agent "
+                "(set metrics.allow_non_loopback: true to expose them further)",
+                "host",
+            )
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> MetricsSettings:
+        return MetricsSettings(**data)
 
 
 class SettingsSchema(_Section):
@@ -292,10 +539,37 @@ class SettingsSchema(_Section):
     tokens = fields.Nested(TokensSchema, load_default=lambda: TokensSchema().load({}))
     processors = fields.Nested(ProcessorsSchema, load_default=lambda: ProcessorsSchema().load({}))
     forward = fields.Nested(ForwardSchema, load_default=lambda: ForwardSchema().load({}))
+    redaction = fields.Nested(RedactionSchema, load_default=lambda: RedactionSchema().load({}))
     checkout = fields.Nested(CheckoutSchema, load_default=lambda: CheckoutSchema().load({}))
     auth = fields.Nested(AuthSchema, load_default=lambda: AuthSchema().load({}))
     staff = fields.Nested(StaffSchema, load_default=lambda: StaffSchema().load({}))
+    proxy = fields.Nested(ProxySchema, load_default=lambda: ProxySchema().load({}))
+    velocity = fields.Nested(VelocitySchema, load_default=lambda: VelocitySchema().load({}))
     log = fields.Nested(LogSchema, load_default=lambda: LogSchema().load({}))
+    audit = fields.Nested(AuditSchema, load_default=lambda: AuditSchema().load({}))
+    metrics = fields.Nested(MetricsSchema, load_default=lambda: MetricsSchema().load({}))
+
+    @validates_schema
+    def client_certificates_need_tls(self, data: dict[str, Any], **_: Any) -> None:
+        server, tls = data.get("server"), data.get("tls")
+        if not (isinstance(server, ServerSettings) and isinstance(tls, TlsSettings)):
+            return
+        if server.plain_http and tls.client_ca_file is not None:
+            problem = "needs the HTTPS listener, but server.plain_http is true"
+            raise ValidationError({"client_ca_file": [problem]}, "tls")
+
+    @validates_schema
+    def proxy_protocol_port_of_its_own(self, data: dict[str, Any], **_: Any) -> None:
+        server, proxy = data.get("server"), data.get("proxy")
+        if not (isinstance(server, ServerSettings) and isinstance(proxy, ProxySettings)):
+            return
+        if proxy.proxy_protocol_port is None:
+            return
+        if proxy.proxy_protocol_port == server.port:
+            raise ValidationError({"proxy_protocol_port": ["must differ from server.port"]}, "proxy")
+        if server.workers > 1:
+            problem = "is served by a single process for now; set server.workers: 1"
+            raise ValidationError({"proxy_protocol_port": [problem]}, "proxy")
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> Settings:

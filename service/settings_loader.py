@@ -70,7 +70,7 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str
 
 
 def _env_value(path: tuple[str, ...], value: str) -> Any:
-    if path == ("keys", "previous_master_key_files"):
+    if path in (("keys", "previous_master_key_files"), ("proxy", "trusted"), ("proxy", "proxy_protocol_trusted")):
         return [part for part in (p.strip() for p in value.split(",")) if part]
     if value == "" or value.lower() in ("null", "none"):
         return None

@@ -39,7 +39,7 @@ def build_staff_context(
     vault: Vault,
     charges: ChargeService,
 ) -> StaffContext:
-    auditor = Auditor(AuditLog(client), clock)
+    auditor = Auditor(AuditLog(client, agencies.keyring), clock)
     sessions = StaffSessionStore(
         client, idle_seconds=settings.idle_timeout_seconds, absolute_seconds=settings.absolute_timeout_seconds
     )

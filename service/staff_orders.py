@@ -1,5 +1,9 @@
 """Virtual-terminal order use cases: take an order (tokenize and charge in one step), look up, list, refund, void.
 
+Orders are sales (authorized and captured at once).  A sale is voided until
+the processor settles its batch and refunded after; the rule is the charge
+use case's (``Charge.check_void``), so the public API and these pages agree.
+
 Taking an order claims the form's one-time nonce first; the charge id is
 derived from that nonce (``charge_id_for``), so a double click, a reload or
 two tabs submitting the same form reach the processor once and are shown
@@ -29,10 +33,19 @@ from service.domain.charges import Charge, ChargeStatus
 from service.domain.order_form import StaffOrder, format_amount
 from service.domain.staff import Permission, allows
 from service.domain.staff_sessions import StaffSession
-from service.errors import ApiError, NotFound, StoreUnavailable
+from service.errors import ApiError, NotFound, StoreUnavailable, TooManyRequests
 from service.vault import TokenizeRequest, Vault
+from service.velocity import Subject
 
 ORDER_PURPOSE = "order"
+LIMITED_MESSAGE = "Too many orders in a short time; nothing was charged. Wait a few minutes, then submit again."
+NOT_SETTLED_MESSAGE = (
+    "This order has not settled with the processor yet: void it instead. A refund is possible once it has settled."
+)
+SETTLED_MESSAGE = (
+    "The processor has already settled this order, so it can no longer be voided. Refund it instead: "
+    "the money goes back to the card in a few days."
+)
 
 
 @dataclass(frozen=True)
@@ -61,12 +74,14 @@ class OrderFilter:
 
 @dataclass
 class TakeResult:
-    """``charged`` (a new charge), ``duplicate`` (this form was already submitted), ``refused`` (see errors)."""
+    """``charged`` (a new charge), ``duplicate`` (this form was already submitted), ``refused`` (see errors),
+    ``limited`` (the staff member's or the agency's velocity limits: nothing was charged; retry after a while)."""
 
     kind: str
     charge_id: str = ""
     charge: Charge | None = None
     errors: dict[str, str] = field(default_factory=dict)
+    retry_after: int = 0
 
 
 @dataclass
@@ -127,8 +142,12 @@ class StaffOrders:
             return TakeResult("duplicate", charge_id=claim.result)
         meta = OrderMeta(charge_id, session.staff_id, session.username, str(order.channel), round(self.clock(), 3))
         await self.orders.record(session.agency_id, meta)
+        subject = Subject(source=actor.source, staff=session.staff_id, actor=actor)
         try:
-            charge = await self._tokenize_and_charge(principal, nonce, order)
+            charge = await self._tokenize_and_charge(principal, nonce, order, subject)
+        except TooManyRequests as exc:
+            await self._undo_claim(session.agency_id, nonce, charge_id)
+            return TakeResult("limited", errors={"form": LIMITED_MESSAGE}, retry_after=exc.retry_after)
         except BaseException:
             await self._undo_claim(session.agency_id, nonce, charge_id)
             raise
@@ -147,7 +166,9 @@ class StaffOrders:
                 await self.orders.forget(agency_id, charge_id)
                 await self.forms.release(agency_id, nonce)
 
-    async def _tokenize_and_charge(self, principal: Principal, nonce: str, order: StaffOrder) -> Charge:
+    async def _tokenize_and_charge(
+        self, principal: Principal, nonce: str, order: StaffOrder, subject: Subject
+    ) -> Charge:
         tokenized = await self.vault.tokenize(
             principal,
             TokenizeRequest(
@@ -159,6 +180,7 @@ class StaffOrders:
                 postal_code=order.postal_code,
                 metadata={"source": "virtual-terminal"},
             ),
+            subject,
         )
         token_id = tokenized.token.id
         try:
@@ -174,6 +196,7 @@ class StaffOrders:
                     channel=order.channel,
                 ),
                 order_idempotency_key(nonce),
+                subject,
             )
         finally:
             # The processor has answered (or the charge was refused before it): the card is not needed again.
@@ -227,6 +250,10 @@ class StaffOrders:
         if refused is not None:
             return refused
         principal = await self.principal(session.agency_id)
+        if (await self.charges.get(principal, charge_id)).voidable(self.clock()):
+            await self.forms.release(session.agency_id, nonce)
+            await self.auditor.record(actor, Action.REFUND, Outcome.REFUSED, charge_id, "not settled: void instead")
+            return ActionResult("refused", message=NOT_SETTLED_MESSAGE)
         try:
             outcome, refund = await self.charges.refund(principal, charge_id, amount)
         except ApiError as exc:
@@ -253,13 +280,18 @@ class StaffOrders:
         except ApiError as exc:
             await self.forms.release(session.agency_id, nonce)
             await self.auditor.record(actor, Action.VOID, Outcome.REFUSED, charge_id, exc.code)
-            return ActionResult("refused", message=str(exc.detail or exc))
+            message = SETTLED_MESSAGE if exc.code == "charge_settled" else str(exc.detail or exc)
+            return ActionResult("refused", message=message)
         await self.forms.finish(session.agency_id, nonce)
         if outcome.error is not None or outcome.charge.status is not ChargeStatus.VOIDED:
             await self.auditor.record(actor, Action.VOID, Outcome.FAILURE, charge_id, "not voided")
             return ActionResult("refused", outcome.charge, "The processor did not void this order.")
         await self.auditor.record(actor, Action.VOID, Outcome.SUCCESS, charge_id)
         return ActionResult("done", outcome.charge, "The order was voided.")
+
+
+def refundable(charge: Charge) -> bool:
+    return charge.status is ChargeStatus.SUCCEEDED and charge.amount_captured > charge.amount_refunded
 
 
 def utc_day_bounds(day: dt.date) -> tuple[float, float]:

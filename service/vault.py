@@ -17,8 +17,11 @@ from service.agencies import Principal
 from service.clock import Clock, millis
 from service.domain.cards import CardNumber, Cvc, expiry_end, make_pan_shaped
 from service.domain.tokens import StoredCard, TokenFormat, TokenView, is_token_id, new_opaque_token_id
+from service.domain.velocity import Action
 from service.errors import DecryptionFailed, FieldError, NotFound, StoreUnavailable, ValidationFailed
+from service.metrics import record_token_created
 from service.settings import TokenSettings
+from service.velocity import Subject, Velocity, enforce
 
 ID_ATTEMPTS = 8
 LIST_LIMIT = 100
@@ -51,10 +54,13 @@ class Tokenized:
 
 
 class Vault:
-    def __init__(self, store: VaultStore, settings: TokenSettings, clock: Clock) -> None:
+    def __init__(
+        self, store: VaultStore, settings: TokenSettings, clock: Clock, velocity: Velocity | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.velocity = velocity  # card-testing defence: its gate rides in the token write's round trip
 
     def _expiry(self, request: TokenizeRequest, now: float) -> int:
         card_end = int(expiry_end(request.exp_month, request.exp_year).timestamp())
@@ -72,7 +78,10 @@ class Vault:
             return min(card_end, int(now) + self.settings.default_ttl_days * 86400)
         return card_end
 
-    async def tokenize(self, principal: Principal, request: TokenizeRequest) -> Tokenized:
+    async def tokenize(
+        self, principal: Principal, request: TokenizeRequest, subject: Subject | None = None
+    ) -> Tokenized:
+        """Seal and store the card; with a ``subject``, within its velocity limits (else TooManyRequests)."""
         keys = principal.keys
         agency_id = principal.agency.id
         now = self.clock()
@@ -89,23 +98,29 @@ class Vault:
             metadata=dict(request.metadata),
         )
         cvc_expires_ms = millis(min(now + self.settings.cvc_ttl_seconds, expires_at))
+        velocity = self.velocity
+        gate = velocity.plan(Action.TOKENS, principal.agency, subject, stored.fingerprint) if velocity else None
         for _ in range(ID_ATTEMPTS):
             token_id = (
                 new_opaque_token_id() if request.format is TokenFormat.OPAQUE else make_pan_shaped(request.number)
             )
-            result = await self.store.put_token(
-                agency_id,
-                token_id,
-                blob=keys.seal_card(token_id, stored.to_bytes()),
-                expires_at_ms=millis(expires_at),
-                fingerprint=stored.fingerprint,
-                cvc_blob=keys.seal_cvc(token_id, request.cvc.reveal().encode()) if request.cvc else None,
-                cvc_expires_at_ms=cvc_expires_ms,
-                deduplicate=request.deduplicate,
-                token_format=str(request.format),
-                now_ms=millis(now),
-            )
+            async with enforce(velocity, gate, subject):
+                result = await self.store.put_token(
+                    agency_id,
+                    token_id,
+                    blob=keys.seal_card(token_id, stored.to_bytes()),
+                    expires_at_ms=millis(expires_at),
+                    fingerprint=stored.fingerprint,
+                    cvc_blob=keys.seal_cvc(token_id, request.cvc.reveal().encode()) if request.cvc else None,
+                    cvc_expires_at_ms=cvc_expires_ms,
+                    deduplicate=request.deduplicate,
+                    token_format=str(request.format),
+                    now_ms=millis(now),
+                    gate=gate,
+                )
+            gate = None  # counted once: a retry after an id collision is the same request
             if result.outcome == "created":
+                record_token_created(str(request.format))
                 return Tokenized(TokenView.of(token_id, stored, cvc_retained=request.cvc is not None), True)
             if result.outcome == "existing":
                 assert result.existing_id is not None

@@ -3,8 +3,9 @@
 Every session (every xdist worker) starts its own redis-server, sends every
 log record of the in-process app to a JSON log file, and at the very end
 scans that log, every Redis the session started (keys and values), their
-AOF files and the logs of every `cardvault` process the tests ran for the
-test card numbers and CVCs.  A hit fails the run.
+AOF files, the logs of every `cardvault` process the tests ran, and every
+response body a test client read, for the test card numbers and CVCs.  A
+hit fails the run.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ class LeakSources:
     def __init__(self) -> None:
         self.log_files: list[Path] = []
         self.redis_servers: list[RedisServer] = []
+        self.responses = leaks.ResponseRecorder()  # bodies the test clients read (aiohttp_client below)
 
     def scan(self) -> list[str]:
-        findings: list[str] = []
+        findings: list[str] = list(self.responses.findings)
         for path in self.log_files:
             if path.is_file():
                 text = path.read_text(encoding="utf-8", errors="replace")
@@ -79,6 +81,17 @@ def leak_guard(session_logs: Path) -> Iterator[None]:
         server.stop()
     if findings:
         pytest.fail("card data leaked:\n" + "\n".join(findings[:50]), pytrace=False)
+
+
+@pytest.fixture
+def aiohttp_client(aiohttp_client: Any) -> Any:
+    """pytest-aiohttp's client factory, recording every response body a test reads for the leak guard."""
+
+    async def make(app_or_server: Any, **kwargs: Any) -> Any:
+        kwargs["trace_configs"] = [*kwargs.get("trace_configs", []), _SOURCES.responses.trace_config()]
+        return await aiohttp_client(app_or_server, **kwargs)
+
+    return make
 
 
 @pytest.fixture(scope="session")
@@ -134,6 +147,9 @@ def make_settings(redis_url: str, data_dir: Path, **overrides: Any) -> Settings:
         "redis": {"url": redis_url},
         "data_dir": str(data_dir),
         "auth": {"cache_seconds": 0},
+        # The suite tokenizes the same test cards far more often than any shopper: velocity limits are
+        # off unless a test turns them on (tests/http/test_velocity*.py pass velocity={...}).
+        "velocity": {"enabled": False},
     }
     for key, value in overrides.items():
         section, _, leaf = key.partition("__")

@@ -27,6 +27,7 @@ from service.adapters.redis_base import (
 )
 from service.domain.agencies import Agency, AgencyStatus, KeyKind
 from service.domain.processing import ProcessorConfig, destinations_from_json
+from service.domain.velocity import VelocityOverrides
 
 _RESOLVE_API_KEY = """
 -- KEYS: api key entry.  Returns {entry, agency hash as a flat list} or false.
@@ -76,6 +77,7 @@ def _decode_agency(agency_id: str, fields: Mapping[bytes, bytes]) -> AgencyRow:
         processor=ProcessorConfig.from_json(text.get("processor")),
         max_amount=int(text["max_amount"]) if text.get("max_amount") else None,
         destinations=destinations_from_json(text.get("destinations")),
+        velocity=VelocityOverrides.from_json(text.get("velocity")),
     )
     keys = WrappedAgencyKeys(
         current_version=int(text.get("dk_current", b"0")),

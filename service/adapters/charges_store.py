@@ -7,6 +7,10 @@ Starting a charge is one script and one round trip: it creates the charge
 record only if that id is new (so a retried request can never reach the
 processor twice), reads the token's ciphertext and takes (reads and deletes)
 its CVC, because a CVC dies at the first authorization that uses it.
+
+A start that Redis applied but could not confirm durable (``NotDurable``: the
+processor is not called) is undone before the 503, so a retry with the same
+Idempotency-Key charges normally instead of finding a charge stuck ``unknown``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,11 @@ from typing import cast
 
 import redis.asyncio as redis
 
+from service.adapters.durability import NotDurable
 from service.adapters.redis_base import cvc_key, redis_errors, token_key
+from service.adapters.velocity_store import GatedScript
+from service.domain.velocity import GatePlan
+from service.errors import StoreUnavailable
 
 _START_CHARGE_LUA = """
 -- KEYS: charge, token, cvc, order index (or '').  ARGV: charge JSON, charge id.
@@ -36,6 +44,16 @@ _REPLACE_LUA = """
 -- KEYS: charge.  ARGV: expected JSON, new JSON.  1 when replaced.
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_FORGET_START_LUA = """
+-- KEYS: charge, order index (or '').  ARGV: the record start wrote, charge id.  Only that record goes.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  if KEYS[2] ~= '' then redis.call('SREM', KEYS[2], ARGV[2]) end
   return 1
 end
 return 0
@@ -63,28 +81,55 @@ class StartedCharge:
 class ChargeStore:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._start = client.register_script(_START_CHARGE_LUA)
+        self._start = GatedScript(client, _START_CHARGE_LUA)  # the velocity gate rides in the same round trip
         self._replace = client.register_script(_REPLACE_LUA)
+        self._forget_start = client.register_script(_FORGET_START_LUA)
 
     async def start(
-        self, agency_id: str, charge_id: str, token_id: str, record: bytes, order_reference: str | None
+        self,
+        agency_id: str,
+        charge_id: str,
+        token_id: str,
+        record: bytes,
+        order_reference: str | None,
+        gate: GatePlan | None = None,
     ) -> StartedCharge:
-        with redis_errors():
-            reply = await self._start(
-                keys=[
-                    charge_key(agency_id, charge_id),
-                    token_key(agency_id, token_id),
-                    cvc_key(agency_id, token_id),
-                    order_key(agency_id, order_reference) if order_reference else "",
-                ],
-                args=[record, charge_id],
-            )
+        """With a ``gate`` the velocity limits are checked first (LimitExceeded: nothing written, CVC kept)."""
+        try:
+            with redis_errors():
+                reply = await self._start(
+                    gate,
+                    keys=[
+                        charge_key(agency_id, charge_id),
+                        token_key(agency_id, token_id),
+                        cvc_key(agency_id, token_id),
+                        order_key(agency_id, order_reference) if order_reference else "",
+                    ],
+                    args=[record, charge_id],
+                )
+        except NotDurable:
+            await self._undo_start(agency_id, charge_id, record, order_reference)
+            raise
         outcome = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         if outcome == "exists":
             return StartedCharge("exists", existing=reply[1])
         if outcome == "no_token":
             return StartedCharge("no_token")
         return StartedCharge("started", card_blob=reply[1], cvc_blob=reply[2] or None)
+
+    async def token_blob(self, agency_id: str, token_id: str) -> bytes | None:
+        """The token's card ciphertext, or None: what a charge's per-card velocity limit reads first."""
+        with redis_errors():
+            return cast(bytes | None, await self.redis.get(token_key(agency_id, token_id)))
+
+    async def _undo_start(self, agency_id: str, charge_id: str, record: bytes, order_reference: str | None) -> None:
+        """Best effort: refused or unconfirmed for the same reason as the start, it is still applied on the master."""
+        order = order_key(agency_id, order_reference) if order_reference else ""
+        try:
+            with redis_errors():
+                await self._forget_start(keys=[charge_key(agency_id, charge_id), order], args=[record, charge_id])
+        except StoreUnavailable:
+            pass
 
     async def get(self, agency_id: str, charge_id: str) -> bytes | None:
         with redis_errors():

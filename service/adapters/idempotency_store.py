@@ -10,6 +10,7 @@ from typing import cast
 
 import redis.asyncio as redis
 
+from service.adapters.durability import unconfirmed
 from service.adapters.redis_base import redis_errors
 
 _CLAIM_LUA = """
@@ -25,8 +26,8 @@ def record_key(agency_id: str, key_hash: str) -> str:
 
 class IdempotencyStore:
     def __init__(self, client: redis.Redis) -> None:
-        self.redis = client
-        self._claim = client.register_script(_CLAIM_LUA)
+        self.redis = unconfirmed(client)  # the durable writes of the request confirm these (durability.unconfirmed)
+        self._claim = self.redis.register_script(_CLAIM_LUA)
 
     async def claim(self, agency_id: str, key_hash: str, in_flight: str, ttl: int) -> tuple[bool, str | None]:
         """Claim the key (one round trip); otherwise return what is stored under it."""

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import redis.exceptions as redis_exc
 
+from service.adapters.redis_failures import unavailable_reason
 from service.errors import StoreUnavailable
 
 SYSTEM_KEY = "cv:system"
@@ -38,30 +39,17 @@ def api_key_key(key_hash: str) -> str:
     return f"cv:apikey:{key_hash}"
 
 
-_UNAVAILABLE_REPLIES = (
-    "OOM",
-    "READONLY",
-    "MISCONF",
-    "NOREPLICAS",
-    "LOADING",
-    "MASTERDOWN",
-    "CLUSTERDOWN",
-    "TRYAGAIN",
-)
-
-
 @contextlib.contextmanager
 def redis_errors() -> Iterator[None]:
-    """Turn Redis trouble into StoreUnavailable; let programming errors through."""
+    """Turn Redis trouble into StoreUnavailable (with the reason, see redis_failures); let programming errors
+    through."""
     try:
         yield
-    except (redis_exc.ConnectionError, redis_exc.TimeoutError) as exc:
-        raise StoreUnavailable(f"Redis unreachable: {type(exc).__name__}") from None
-    except redis_exc.ResponseError as exc:
-        reply = str(exc)
-        if reply.startswith(_UNAVAILABLE_REPLIES) or "NOPERM" in reply or "NOAUTH" in reply:
-            raise StoreUnavailable(f"Redis refused: {reply.split(' ', 1)[0]}") from None
-        raise
+    except redis_exc.RedisError as exc:
+        reason = unavailable_reason(exc)
+        if reason is None:
+            raise
+        raise StoreUnavailable(f"Redis: {reason}") from None
 
 
 def text_of(value: bytes | str) -> str:

@@ -45,6 +45,8 @@ from service.adapters.redis_base import (
     text_of,
     token_key,
 )
+from service.adapters.velocity_store import GatedScript
+from service.domain.velocity import GatePlan
 
 __all__ = ["AgencyRow", "PutResult", "VaultStore", "agency_key", "api_key_key", "cvc_key", "redis_errors", "token_key"]
 
@@ -128,7 +130,7 @@ class VaultStore(AgencyRecords):
 
     def __init__(self, client: redis.Redis) -> None:
         super().__init__(client)
-        self._put_token = client.register_script(_PUT_CARD_LUA)
+        self._put_token = GatedScript(client, _PUT_CARD_LUA)  # the velocity gate rides in the same round trip
         self._by_fingerprint = client.register_script(_TOKENS_BY_FINGERPRINT)
         self._delete_token = client.register_script(_DELETE_CARD_LUA)
         self._compare_and_swap = client.register_script(_COMPARE_AND_SWAP)
@@ -161,10 +163,15 @@ class VaultStore(AgencyRecords):
         deduplicate: bool,
         token_format: str,
         now_ms: int,
+        gate: GatePlan | None = None,
     ) -> PutResult:
-        """Write a token (and CVC) atomically, or find the card's live token when deduplicating."""
+        """Write a token (and CVC) atomically, or find the card's live token when deduplicating.
+
+        With a ``gate`` the same script checks the velocity limits first (LimitExceeded: nothing written).
+        """
         with redis_errors():
             reply = await self._put_token(
+                gate,
                 keys=[
                     token_key(agency_id, token_id),
                     cvc_key(agency_id, token_id),

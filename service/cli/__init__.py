@@ -11,17 +11,22 @@ from __future__ import annotations
 from typing import Any
 
 import click
+import structlog
 
 from service import __version__
 from service.cli import processing  # noqa: F401 - registers agency set-processor and friends
 from service.cli.agency import agency
+from service.cli.audit import audit
 from service.cli.config import config
 from service.cli.health import health
 from service.cli.keys import keys
+from service.cli.redact import redact
 from service.cli.serve import serve
 from service.cli.staff import staff
+from service.cli.velocity import set_velocity  # noqa: F401 - registers agency velocity, set-velocity
 from service.domain.redaction import redact_card_numbers
 from service.errors import CardvaultError
+from service.logs import configure_logging
 from service.tls import TlsConfigError
 
 
@@ -52,6 +57,10 @@ def _os_error_line(exc: OSError) -> str:
 @click.version_option(__version__, prog_name="cardvault")
 def cli() -> None:
     """cardvault: payment-card tokenization for state agencies."""
+    if not structlog.is_configured():
+        # Log lines (an audit record's witness line among them) go to stderr, never into the JSON a
+        # command prints on stdout; `serve` configures its own logging when it starts.
+        configure_logging("warning")
 
 
 cli.add_command(serve)
@@ -60,6 +69,8 @@ cli.add_command(agency)
 cli.add_command(keys)
 cli.add_command(health)
 cli.add_command(staff)
+cli.add_command(redact)
+cli.add_command(audit)
 
 
 def main() -> None:

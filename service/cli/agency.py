@@ -11,9 +11,11 @@ from typing import Any
 import click
 
 from service.cli.asyncrun import run
+from service.cli.operator_audit import audited
 from service.cli.options import settings_from, settings_options
 from service.cli.runtime import open_runtime
 from service.domain.agencies import Agency, AgencyStatus
+from service.domain.audit import Action
 
 
 def _echo_json(data: Any) -> None:
@@ -38,8 +40,13 @@ def create(slug: str, origins: tuple[str, ...], config_file: Path | None, data_d
     """Create agency SLUG and print its publishable and secret keys (shown only this once)."""
 
     async def go() -> tuple[Agency, dict[str, str]]:
-        async with open_runtime(settings_from(config_file, data_dir)) as rt:
+        async with (
+            open_runtime(settings_from(config_file, data_dir)) as rt,
+            audited(rt, Action.AGENCY_CREATE, f"slug {slug}") as event,
+        ):
             created, issued = await rt.agencies.create(slug, origins)
+            event.agency_id = event.obj = created.id
+            event.detail = f"slug {slug}; origins {' '.join(created.origins) or '-'}"
             return created, {"publishable_key": issued.publishable_key, "secret_key": issued.secret_key}
 
     created, issued = run(go())
@@ -83,7 +90,12 @@ def rotate_keys(slug: str, grace_hours: int, config_file: Path | None, data_dir:
     """Issue a new key pair for SLUG and revoke the old one."""
 
     async def go() -> dict[str, str]:
-        async with open_runtime(settings_from(config_file, data_dir)) as rt:
+        detail = f"new API key pair; old keys valid {grace_hours} more hours"
+        async with (
+            open_runtime(settings_from(config_file, data_dir)) as rt,
+            audited(rt, Action.AGENCY_API_KEYS, detail) as event,
+        ):
+            await event.for_slug(rt, slug)
             issued = await rt.agencies.rotate_api_keys(slug, grace_seconds=grace_hours * 3600)
             return {"publishable_key": issued.publishable_key, "secret_key": issued.secret_key}
 
@@ -92,7 +104,11 @@ def rotate_keys(slug: str, grace_hours: int, config_file: Path | None, data_dir:
 
 def _set_status(slug: str, status: AgencyStatus, config_file: Path | None, data_dir: Path | None) -> None:
     async def go() -> Agency:
-        async with open_runtime(settings_from(config_file, data_dir)) as rt:
+        async with (
+            open_runtime(settings_from(config_file, data_dir)) as rt,
+            audited(rt, Action.AGENCY_STATUS, f"status {status}") as event,
+        ):
+            await event.for_slug(rt, slug)
             return await rt.agencies.set_status(slug, status)
 
     _echo_json({"agency": run(go()).public()})
@@ -122,8 +138,14 @@ def set_origins(slug: str, origins: tuple[str, ...], config_file: Path | None, d
     """Replace the storefront origins allowed to use SLUG's publishable key."""
 
     async def go() -> Agency:
-        async with open_runtime(settings_from(config_file, data_dir)) as rt:
-            return await rt.agencies.set_origins(slug, origins)
+        async with (
+            open_runtime(settings_from(config_file, data_dir)) as rt,
+            audited(rt, Action.AGENCY_ORIGINS) as event,
+        ):
+            await event.for_slug(rt, slug)
+            changed = await rt.agencies.set_origins(slug, origins)
+            event.detail = f"origins {' '.join(changed.origins) or '-'}"
+            return changed
 
     _echo_json({"agency": run(go()).public()})
 
@@ -143,8 +165,14 @@ def shred(slug: str, yes: bool, config_file: Path | None, data_dir: Path | None)
             raise click.ClickException("not confirmed; nothing was changed")
 
     async def go() -> int:
-        async with open_runtime(settings_from(config_file, data_dir)) as rt:
-            return await rt.agencies.shred(slug)
+        async with (
+            open_runtime(settings_from(config_file, data_dir)) as rt,
+            audited(rt, Action.AGENCY_SHRED) as event,
+        ):
+            await event.for_slug(rt, slug)
+            removed = await rt.agencies.shred(slug)
+            event.detail = f"keys destroyed; {removed} records removed"
+            return removed
 
     removed = run(go())
     _echo_json({"agency": slug, "status": "shredded", "records_removed": removed})

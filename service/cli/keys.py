@@ -12,9 +12,11 @@ from service.adapters import crypto
 from service.adapters.keyring import format_master_key, write_secret_file
 from service.adapters.store import AgencyRow
 from service.cli.asyncrun import run
+from service.cli.operator_audit import audited
 from service.cli.options import settings_from, settings_options
 from service.cli.runtime import Runtime, open_runtime
 from service.domain.agencies import AgencyStatus
+from service.domain.audit import Action
 from service.errors import OperatorError
 
 
@@ -52,9 +54,13 @@ def rotate(slug: str | None, config_file: Path | None, data_dir: Path | None) ->
 
     async def go() -> dict[str, int]:
         async with open_runtime(settings_from(config_file, data_dir)) as rt:
-            return {
-                row.agency.slug: await rt.agencies.rotate_data_key(row.agency.slug) for row in await _rows(rt, slug)
-            }
+            rotated = {}
+            for row in await _rows(rt, slug):
+                async with audited(rt, Action.KEYS_ROTATE) as event:
+                    event.agency_id = event.obj = row.agency.id
+                    rotated[row.agency.slug] = await rt.agencies.rotate_data_key(row.agency.slug)
+                    event.detail = f"data key version {rotated[row.agency.slug]} is now current"
+            return rotated
 
     versions = run(go())
     click.echo(json.dumps({"rotated": versions}, indent=2))
@@ -71,19 +77,36 @@ def rewrap(slug: str | None, retire: bool, restart: bool, config_file: Path | No
 
     async def go() -> list[rekey.RewrapReport]:
         async with open_runtime(settings_from(config_file, data_dir)) as rt:
-            if await rekey.rewrap_master(rt.store, rt.keyring):
-                click.echo("re-wrapped the API-key pepper under the current master key", err=True)
+            master_id = rt.keyring.master.current.key_id.hex()
+            async with audited(rt, Action.KEYS_REWRAP) as master_event:
+                changed = await rekey.rewrap_master(rt.store, rt.keyring)
+                master_event.detail = (
+                    f"system pepper {'re-wrapped' if changed else 'already wrapped'} under master key {master_id}"
+                )
+                if changed:
+                    click.echo("re-wrapped the API-key pepper under the current master key", err=True)
             reports = []
             for row in await _rows(rt, slug):
                 total = await rekey.count_ciphertexts(rt.store, row.agency.id)
                 with click.progressbar(
                     length=total, label=f"{row.agency.slug:<20}", file=click.get_text_stream("stderr")
                 ) as bar:
-                    report = await rekey.rewrap_agency(rt.store, rt.keyring, row, progress=bar.update, restart=restart)
+                    async with audited(rt, Action.KEYS_REWRAP) as event:
+                        event.agency_id = event.obj = row.agency.id
+                        report = await rekey.rewrap_agency(
+                            rt.store, rt.keyring, row, progress=bar.update, restart=restart
+                        )
+                        event.detail = (
+                            f"{report.rewrapped} of {report.scanned} ciphertexts re-sealed, "
+                            f"{report.keys_rewrapped} keys re-wrapped under master key {master_id}"
+                        )
                 if retire:
                     fresh = await rt.agencies.row(row.agency.slug)
                     settle = rt.settings.auth.cache_seconds
-                    await rekey.retire_old_versions(rt.store, rt.keyring, fresh, report, settle_seconds=settle)
+                    async with audited(rt, Action.KEYS_REWRAP) as event:
+                        event.agency_id = event.obj = row.agency.id
+                        await rekey.retire_old_versions(rt.store, rt.keyring, fresh, report, settle_seconds=settle)
+                        event.detail = f"retired data-key versions {report.retired_versions or 'none'}"
                     if report.retire_deferred_seconds:
                         click.echo(
                             f"{row.agency.slug}: old data-key versions kept: servers may write them for "

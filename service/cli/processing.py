@@ -11,18 +11,27 @@ import click
 from service.agency_settings import AgencySettingsService
 from service.cli.agency import agency
 from service.cli.asyncrun import run
+from service.cli.operator_audit import audited
 from service.cli.options import settings_from, settings_options
 from service.cli.runtime import open_runtime
 from service.domain.agencies import Agency
+from service.domain.audit import Action
 from service.domain.processing import ProcessorName
 
 
 def _apply(
-    config_file: Path | None, data_dir: Path | None, change: Callable[[AgencySettingsService, bool], Awaitable[Agency]]
+    config_file: Path | None,
+    data_dir: Path | None,
+    change: Callable[[AgencySettingsService, bool], Awaitable[Agency]],
+    audit: tuple[str, str, str],
 ) -> None:
+    """Run ``change``; ``audit`` is (action, slug, detail) for the audit log (never a credential)."""
+    action, slug, detail = audit
+
     async def go() -> Agency:
         settings = settings_from(config_file, data_dir)
-        async with open_runtime(settings) as rt:
+        async with open_runtime(settings) as rt, audited(rt, action, detail) as event:
+            await event.for_slug(rt, slug)
             return await change(AgencySettingsService(rt.agencies), settings.production)
 
     click.echo(json.dumps({"agency": run(go()).public()}, indent=2))
@@ -57,6 +66,7 @@ def set_processor(
         lambda svc, production: svc.set_processor(
             slug, name, login_id=login_id, transaction_key=transaction_key, endpoint=endpoint, production=production
         ),
+        (Action.AGENCY_PROCESSOR, slug, f"processor {name}" + (f"; endpoint {endpoint}" if endpoint else "")),
     )
 
 
@@ -71,7 +81,13 @@ def set_limits(
     """Set SLUG's per-charge amount limit."""
     if (max_amount is None) == (not no_max_amount):
         raise click.UsageError("give --max-amount N or --no-max-amount")
-    _apply(config_file, data_dir, lambda svc, _: svc.set_max_amount(slug, None if no_max_amount else max_amount))
+    limit = "none" if no_max_amount else str(max_amount)
+    _apply(
+        config_file,
+        data_dir,
+        lambda svc, _: svc.set_max_amount(slug, None if no_max_amount else max_amount),
+        (Action.AGENCY_LIMITS, slug, f"max amount {limit}"),
+    )
 
 
 @agency.command("allow-destination")
@@ -87,7 +103,12 @@ def allow_destination(
     slug: str, url: str, allow_private: bool, config_file: Path | None, data_dir: Path | None
 ) -> None:
     """Allow POST /v1/forward to https://host[:port]/path-prefix (exact host, path prefix)."""
-    _apply(config_file, data_dir, lambda svc, _: svc.allow_destination(slug, url, allow_private=allow_private))
+    _apply(
+        config_file,
+        data_dir,
+        lambda svc, _: svc.allow_destination(slug, url, allow_private=allow_private),
+        (Action.AGENCY_DESTINATIONS, slug, f"allow {url}" + (" (private addresses too)" if allow_private else "")),
+    )
 
 
 @agency.command("remove-destination")
@@ -96,4 +117,9 @@ def allow_destination(
 @settings_options
 def remove_destination(slug: str, url: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Take URL off SLUG's forward allowlist."""
-    _apply(config_file, data_dir, lambda svc, _: svc.remove_destination(slug, url))
+    _apply(
+        config_file,
+        data_dir,
+        lambda svc, _: svc.remove_destination(slug, url),
+        (Action.AGENCY_DESTINATIONS, slug, f"remove {url}"),
+    )

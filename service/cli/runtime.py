@@ -14,11 +14,13 @@ from dataclasses import dataclass
 
 import click
 
+from service.adapters.audit_log import AuditLog
 from service.adapters.embedded_redis import EmbeddedRedis
 from service.adapters.keyring import Keyring, load_master_keys
 from service.adapters.redis_client import make_client
 from service.adapters.store import VaultStore
 from service.agencies import AgencyService
+from service.audit import Auditor
 from service.clock import system_clock
 from service.settings import Settings
 
@@ -29,6 +31,7 @@ class Runtime:
     store: VaultStore
     keyring: Keyring
     agencies: AgencyService
+    auditor: Auditor  # operator commands record what they change (service.cli.operator_audit)
 
 
 def master_keys_for(settings: Settings) -> tuple[Keyring, list[str]]:
@@ -60,7 +63,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         store = VaultStore(client)
         keyring.load_pepper(await store.system_pepper(keyring.new_wrapped_pepper()))
         agencies = AgencyService(store, keyring, system_clock, cache_seconds=0)
-        yield Runtime(settings, store, keyring, agencies)
+        yield Runtime(settings, store, keyring, agencies, Auditor(AuditLog(client, keyring), system_clock))
     finally:
         await client.aclose()
         if started is not None:

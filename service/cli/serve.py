@@ -5,16 +5,24 @@ master key and a self-signed certificate (files mode 0600), start the private
 Redis, create a ``demo`` agency, and print the URL and the demo keys.  Later
 starts reuse all of it.  Production mode generates nothing and refuses what
 only development tolerates.
+
+Everything that is generated or checked once (key, certificate, the embedded
+Redis) happens here, in the one process that starts first.  Then either this
+process serves (``server.workers: 1``) or it becomes the supervisor of N
+worker processes (``service.supervisor``).  Either way SIGTERM and SIGINT
+stop it gracefully: see ``service.cli.graceful``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import errno
 import json
+import shutil
 import socket
 import ssl
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -22,16 +30,19 @@ import structlog
 from aiohttp import web
 
 from service.adapters.embedded_redis import EmbeddedRedis
-from service.adapters.keyring import write_secret_file
+from service.adapters.keyring import MasterKeys, write_secret_file
 from service.app import create_app
-from service.cli.asyncrun import loop_factory
+from service.cli.graceful import run_server
 from service.cli.options import settings_from, settings_options
+from service.cli.reuseport import bind_slots
 from service.cli.runtime import master_keys_for
 from service.errors import OperatorError
+from service.http.metrics_listener import metrics_context
 from service.http.state import SERVICES
-from service.logs import AccessLogger, configure_logging
+from service.logs import configure_logging
 from service.preflight import Findings, check_certificate_file
 from service.settings import Settings
+from service.supervisor import Supervisor, WorkerSpec
 from service.tls.certs import ensure_development_certificate
 from service.tls.mozilla import server_context
 
@@ -56,7 +67,8 @@ def tls_context(settings: Settings, findings: Findings) -> ssl.SSLContext | None
         cert, key, _ = ensure_development_certificate(settings.data_dir)
     check_certificate_file(settings, cert, findings, now=dt.datetime.now(dt.UTC))
     findings.raise_if_fatal()
-    return server_context(cert, key)
+    # tls.client_ca_file: mutual TLS with the firewall proxy; no client certificate, no handshake.
+    return server_context(cert, key, client_ca_file=settings.tls.client_ca_file)
 
 
 def _is_listen_error(exc: OSError) -> bool:
@@ -83,9 +95,10 @@ class Banner:
     every site has started, so nothing claims to listen before it does.
     """
 
-    def __init__(self, settings: Settings, url: str) -> None:
+    def __init__(self, settings: Settings, url: str, *, workers: int = 1) -> None:
         self.settings = settings
         self.url = url
+        self.workers = workers
         self.keys_file = settings.data_dir / DEMO_KEYS_FILE
 
     async def create_demo_agency(self, app: web.Application) -> None:
@@ -103,7 +116,8 @@ class Banner:
         )
 
     def print(self, *_: object, **__: object) -> None:
-        click.echo(f"cardvault {self.settings.mode} listening on {self.url}")
+        workers = f" with {self.workers} workers" if self.workers > 1 else ""
+        click.echo(f"cardvault {self.settings.mode} listening on {self.url}{workers}")
         if not self.settings.production and self.keys_file.exists():
             demo = json.loads(self.keys_file.read_text(encoding="utf-8"))
             click.echo(f"demo agency {demo['agency']!r} (keys kept in {self.keys_file}):")
@@ -111,28 +125,76 @@ class Banner:
             click.echo(f"  secret key:      {demo['secret_key']}")
 
 
+def _serve_alone(
+    settings: Settings, master: MasterKeys, context: ssl.SSLContext | None, redis_url: str, url: str
+) -> None:
+    app = create_app(settings, master, redis_url=redis_url, tls=context is not None)
+    if settings.metrics.enabled:
+        app.cleanup_ctx.append(metrics_context(settings.metrics))
+    banner = Banner(settings, url)
+    app.on_startup.append(banner.create_demo_agency)
+    try:
+        run_server(app, settings, context, on_listening=banner.print)
+    except OSError as exc:
+        if not _is_listen_error(exc):
+            raise
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise OperatorError(
+            f"cannot listen on {settings.server.host} port {settings.server.port}: {reason} (server.host, server.port)"
+        ) from None
+    if app[SERVICES].fatal:
+        raise OperatorError(app[SERVICES].fatal)
+
+
+def _supervise(settings: Settings, spec: WorkerSpec, url: str) -> None:
+    sockets = bind_slots(settings.server.host, settings.server.port, settings.server.workers)
+    metrics_dir = tempfile.mkdtemp(prefix="cardvault-metrics-") if settings.metrics.enabled else None
+    try:
+        banner = Banner(settings, url, workers=settings.server.workers)
+        supervisor = Supervisor(settings, replace(spec, metrics_dir=metrics_dir), sockets, on_ready=banner.print)
+        refusal = supervisor.run()
+    finally:
+        for group in sockets:
+            for sock in group:
+                sock.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    if refusal:
+        raise OperatorError(refusal)
+
+
 @click.command()
 @click.option("--host", help="Address to listen on [default 127.0.0.1].")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port to listen on [default 8443].")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM certificate chain.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM private key.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Worker processes sharing the port under a supervisor; SIGHUP restarts them one by one "
+    "[default 1: this process serves alone].",
+)
 @settings_options
 def serve(
     host: str | None,
     port: int | None,
     tls_cert: Path | None,
     tls_key: Path | None,
+    workers: int | None,
     config_file: Path | None,
     data_dir: Path | None,
 ) -> None:
     """Run the vault's HTTPS API."""
     if bool(tls_cert) != bool(tls_key):
         raise OperatorError("give --tls-cert and --tls-key together")
-    settings = settings_from(
-        config_file,
-        data_dir,
-        **{"server.host": host, "server.port": port, "tls.cert_file": tls_cert, "tls.key_file": tls_key},
-    )
+    flags = {
+        "server.host": host,
+        "server.port": port,
+        "tls.cert_file": tls_cert,
+        "tls.key_file": tls_key,
+        "server.workers": workers,
+    }
+    settings = settings_from(config_file, data_dir, **flags)
     configure_logging(settings.log.level)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     keyring, warnings = master_keys_for(settings)
@@ -151,32 +213,19 @@ def serve(
     assert redis_url is not None
     url = listen_url(settings, tls=context is not None)
     try:
-        app = create_app(settings, keyring.master, redis_url=redis_url, tls=context is not None)
-        banner = Banner(settings, url)
-        app.on_startup.append(banner.create_demo_agency)
-        factory = loop_factory()
-        try:
-            web.run_app(
-                app,
-                host=settings.server.host,
-                port=settings.server.port,
-                ssl_context=context,
-                access_log_class=AccessLogger,
-                print=banner.print,
-                shutdown_timeout=settings.server.shutdown_timeout,
-                loop=factory() if factory else asyncio.new_event_loop(),
+        if settings.server.workers == 1:
+            _serve_alone(settings, keyring.master, context, redis_url, url)
+        else:
+            spec = WorkerSpec(
+                config_file=str(config_file) if config_file else None,
+                data_dir=str(data_dir) if data_dir else None,
+                overrides={k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None},
+                redis_url=redis_url,
+                metrics_dir=None,
             )
-            if app[SERVICES].fatal:
-                raise OperatorError(app[SERVICES].fatal)
-        except OSError as exc:
-            if not _is_listen_error(exc):
-                raise
-            reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-            raise OperatorError(
-                f"cannot listen on {settings.server.host} port {settings.server.port}: {reason} "
-                "(server.host, server.port)"
-            ) from None
+            _supervise(settings, spec, url)
     finally:
         if embedded is not None:
             embedded.stop()
             log.info("embedded redis stopped")
+        log.info("stopped")

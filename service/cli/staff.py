@@ -44,7 +44,7 @@ async def _service(config_file: Path | None, data_dir: Path | None) -> AsyncIter
             idle_seconds=settings.staff.idle_timeout_seconds,
             absolute_seconds=settings.staff.absolute_timeout_seconds,
         )
-        auditor = Auditor(AuditLog(client), system_clock)
+        auditor = Auditor(AuditLog(client, rt.keyring), system_clock)
         yield settings, StaffService(StaffStore(client), sessions, rt.agencies, auditor, system_clock)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from service.domain.processing import Destination, ProcessorConfig
+from service.domain.velocity import VelocityOverrides
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
@@ -49,7 +50,11 @@ def normalize_origin(origin: str) -> str:
 
     HTTPS only, except plain HTTP on loopback hosts for local development.
     """
-    parts = urlsplit(origin.strip())
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port  # raises for a port out of range or not a number
+    except ValueError:  # also an unclosed IPv6 literal ("https://[")
+        raise InvalidAgencyInput(f"origin {origin!r}: must look like https://shop.example.gov") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise InvalidAgencyInput(f"origin {origin!r}: must look like https://shop.example.gov")
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
@@ -59,8 +64,8 @@ def normalize_origin(origin: str) -> str:
     if parts.scheme == "http" and netloc not in LOOPBACK_HOSTS:
         raise InvalidAgencyInput(f"origin {origin!r}: must be https (plain http only for localhost)")
     default_port = 443 if parts.scheme == "https" else 80
-    if parts.port and parts.port != default_port:
-        netloc = f"{netloc}:{parts.port}"
+    if port and port != default_port:
+        netloc = f"{netloc}:{port}"
     return f"{parts.scheme}://{netloc}"
 
 
@@ -92,6 +97,7 @@ class Agency:
     processor: ProcessorConfig = field(default_factory=ProcessorConfig)
     max_amount: int | None = None
     destinations: tuple[Destination, ...] = ()
+    velocity: VelocityOverrides = field(default_factory=VelocityOverrides)  # its own velocity limits
 
     @property
     def active(self) -> bool:
@@ -113,4 +119,5 @@ class Agency:
             "processor": self.processor.public(),
             "max_amount": self.max_amount,
             "destinations": [d.public() for d in self.destinations],
+            "velocity": self.velocity.public(),
         }

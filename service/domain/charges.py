@@ -8,7 +8,14 @@ machine::
     create(capture=false)  -> requires_capture | declined | failed | unknown
     requires_capture --capture(amount <= authorized)--> succeeded
     requires_capture --void--> voided
+    succeeded --void, before the processor settles it--> voided (no money moves)
     succeeded --refund(amount <= captured - refunded)--> succeeded (amount_refunded grows)
+
+A captured charge can be voided until the processor settles its batch (the
+same day, at the processor's cut-off) and refunded after.  ``settles_at`` is
+when the processor said it settles (the sandbox says; Authorize.Net does
+not), or when the vault learned it had (a void refused as settled); ``None``
+means not known, and then the processor decides.
 
 ``unknown`` means the processor did not answer in time: the money may or may
 not have moved, so nothing further is allowed until an operator reconciles it.
@@ -113,6 +120,7 @@ class Charge:
     failure_message: str | None = None
     refunds: tuple[Refund, ...] = ()
     history: tuple[StatusChange, ...] = field(default_factory=tuple)
+    settles_at: int | None = None
 
     # -- rules -------------------------------------------------------------
     def check_capture(self, amount: int | None) -> int:
@@ -126,11 +134,29 @@ class Charge:
             raise ChargeRuleError("amount_too_large", "A capture may not exceed the authorized amount.")
         return wanted
 
-    def check_void(self) -> None:
+    def settled(self, now: float) -> bool:
+        """Known to be settled at the processor by ``now`` (refund, do not void)."""
+        return self.status is ChargeStatus.SUCCEEDED and self.settles_at is not None and now >= self.settles_at
+
+    def check_void(self, now: float) -> None:
+        """Void an authorization, or a capture the processor has not settled (as far as the vault knows)."""
         if self.status is ChargeStatus.SUCCEEDED:
-            raise ChargeRuleError("charge_already_captured", "A captured charge cannot be voided; refund it.")
+            if self.refunds:
+                raise ChargeRuleError("charge_not_voidable", "A charge with refunds cannot be voided; refund the rest.")
+            if self.settled(now):
+                raise ChargeRuleError(
+                    "charge_settled", "The processor has settled this charge, so it can no longer be voided; refund it."
+                )
+            return
         if self.status is not ChargeStatus.REQUIRES_CAPTURE:
             raise ChargeRuleError("charge_not_voidable", f"A {self.status} charge cannot be voided.")
+
+    def voidable(self, now: float) -> bool:
+        try:
+            self.check_void(now)
+        except ChargeRuleError:
+            return False
+        return True
 
     @property
     def amount_reserved(self) -> int:

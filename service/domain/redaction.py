@@ -1,4 +1,4 @@
-"""Finding and removing card numbers in free text and in log payloads.
+"""Removing card numbers from log payloads and other text the service echoes.
 
 The vault must be able to promise that logs, error reports and anything else
 that echoes client input never contain a card number or security code, even
@@ -7,25 +7,37 @@ step of the logging pipeline for that reason: it deep-copies a payload with
 every Luhn-valid 12-19 digit number replaced and the values of card-ish keys
 (``cvc``, ``pan``, ``number``…) blanked.
 
-A card number is a Luhn-valid run of 12-19 digits, written plain or in groups
-joined by single spaces, dashes or dots, with no digit directly before or after
-it.  Within a run of groups, any consecutive whole groups may form the number,
-so "2024-01-15 4242 4242 4242 4242" and "4242 4242 4242 4242 123" (card then
-CVC) are caught; a plain run of 20+ digits is never a card and is left alone.
-The price is some over-redaction: in the mistyped "4242 4242 4242 4241" the
-Luhn-valid "4242 4242 4242" is reported.  Matching is one linear regex pass
-plus O(1) Luhn checks per candidate window (at most eight per group).
+What counts as a card number, and how it is found in one linear pass, lives in
+``service.domain.card_finder`` (its docstring has the rules: groups, separators,
+the over-redaction trade-off); the names below are re-exported for the many
+callers that only need "is there a card in this text" and "redact it".  Free
+text with US Social Security numbers, masks and tokens is
+``service.domain.text_scan``'s business.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from itertools import accumulate
+from collections.abc import Callable, Mapping
 from typing import Final, TypeAlias
 
-from service.domain.cards import MAX_CARD_LENGTH, MIN_CARD_LENGTH, luhn_valid
+from service.domain.card_finder import CardMatch, contains_card_number, find_card_numbers, iter_card_numbers
+from service.domain.cards import MAX_CARD_LENGTH, MIN_CARD_LENGTH
+
+__all__ = [
+    "CIRCULAR",
+    "MAX_DEPTH",
+    "REDACTED",
+    "SENSITIVE_KEYS",
+    "TOO_DEEP",
+    "UNREPRESENTABLE",
+    "CardMatch",
+    "contains_card_number",
+    "default_replacement",
+    "find_card_numbers",
+    "is_sensitive_key",
+    "redact_card_numbers",
+    "redact_value",
+]
 
 SENSITIVE_KEYS: Final[frozenset[str]] = frozenset(
     {
@@ -49,34 +61,8 @@ TOO_DEEP: Final = "[REDACTED: nested too deep]"
 UNREPRESENTABLE: Final = "[REDACTED: unrepresentable value]"
 MAX_DEPTH: Final = 64
 
-# Groups of ASCII digits joined by single separators.  Every repetition must
-# start with a separator, so the regex cannot backtrack catastrophically, and a
-# greedy match always ends at a non-digit.
-_DIGIT_RUN: Final = re.compile(r"[0-9]+(?:[ .-][0-9]+)*")
-_SEPARATOR: Final = re.compile(r"[ .-]")
-_DIGIT_VALUES: Final = bytes.maketrans(b"0123456789", bytes(range(10)))
-_DOUBLED_DIGIT_VALUES: Final = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
 _SHORTEST_CARD: Final = 10 ** (MIN_CARD_LENGTH - 1)
 _LONGER_THAN_ANY_CARD: Final = 10**MAX_CARD_LENGTH
-_PrefixSums: TypeAlias = tuple[list[int], list[int]]  # indexed by the parity of a slice's end
-
-
-@dataclass(frozen=True, slots=True)
-class CardMatch:
-    """Where a card number sits in a text (``text[start:end]``, separators included); only its last four."""
-
-    start: int
-    end: int
-    last4: str
-
-
-def find_card_numbers(text: str) -> list[CardMatch]:
-    """Every card number in ``text``, in order, non-overlapping."""
-    return list(_iter_card_numbers(text))
-
-
-def contains_card_number(text: str) -> bool:
-    return next(_iter_card_numbers(text), None) is not None
 
 
 def default_replacement(match: CardMatch) -> str:
@@ -88,90 +74,13 @@ def redact_card_numbers(text: str, replacement: Callable[[CardMatch], str] | Non
     replace = default_replacement if replacement is None else replacement
     pieces: list[str] = []
     position = 0
-    for match in _iter_card_numbers(text):
+    for match in iter_card_numbers(text):
         pieces += (text[position : match.start], replace(match))
         position = match.end
     if not pieces:
         return text
     pieces.append(text[position:])
     return "".join(pieces)
-
-
-# --- matching ---------------------------------------------------------------
-
-
-def _iter_card_numbers(text: str) -> Iterator[CardMatch]:
-    for run in _DIGIT_RUN.finditer(text):
-        yield from _card_numbers_in_run(run.group(), run.start())
-
-
-def _card_numbers_in_run(run: str, offset: int) -> Iterator[CardMatch]:
-    if run.isdigit():  # ASCII only: the regex matched [0-9]
-        if MIN_CARD_LENGTH <= len(run) <= MAX_CARD_LENGTH and luhn_valid(run):
-            yield CardMatch(offset, offset + len(run), run[-4:])
-        return
-    groups = _SEPARATOR.split(run)
-    if len(run) - (len(groups) - 1) < MIN_CARD_LENGTH:
-        return
-    digits = "".join(groups)
-    # Group k holds digits[bounds[k]:bounds[k + 1]] and starts k separators later in the run.
-    bounds = list(accumulate(map(len, groups), initial=0))
-    for first, last in _valid_group_windows(bounds, _luhn_prefix_sums(digits)):
-        start_digit, end_digit = bounds[first], bounds[last + 1]
-        start = offset + start_digit + first  # plus the separators before group `first`
-        end = offset + end_digit + last
-        yield CardMatch(start, end, digits[end_digit - 4 : end_digit])
-
-
-def _valid_group_windows(bounds: list[int], sums: _PrefixSums) -> Iterator[tuple[int, int]]:
-    """Greedy left to right: at each group, the longest Luhn-valid window of whole groups starting there.
-
-    Every valid window therefore overlaps a reported one, so redacting the
-    reported windows leaves no complete card number behind.
-    """
-    group_count = len(bounds) - 1
-    first = 0
-    stop = 0  # windows [first, j] with j < stop have at most MAX_CARD_LENGTH digits
-    while first < group_count:
-        stop = max(stop, first)
-        while stop < group_count and bounds[stop + 1] - bounds[first] <= MAX_CARD_LENGTH:
-            stop += 1
-        last = _longest_valid_window(bounds, sums, first, stop)
-        if last is None:
-            first += 1
-        else:
-            yield first, last
-            first = last + 1
-
-
-def _longest_valid_window(bounds: list[int], sums: _PrefixSums, first: int, stop: int) -> int | None:
-    start = bounds[first]
-    for last in range(stop - 1, first - 1, -1):
-        end = bounds[last + 1]
-        if end - start < MIN_CARD_LENGTH:
-            return None
-        totals = sums[end & 1]
-        if (totals[end] - totals[start]) % 10 == 0:  # Luhn of digits[start:end]
-            return last
-    return None
-
-
-def _luhn_prefix_sums(digits: str) -> _PrefixSums:
-    """Luhn totals of every slice of ``digits`` in O(1): ``sums[end & 1][end] - sums[end & 1][start]``.
-
-    In ``digits[start:end]`` the rightmost digit is plain and every second one
-    to its left is doubled, so which indexes are doubled depends on the parity
-    of ``end`` only.
-    """
-    raw = digits.encode("ascii")
-    plain = raw.translate(_DIGIT_VALUES)
-    doubled = raw.translate(_DOUBLED_DIGIT_VALUES)
-    even_doubled = bytearray(plain)
-    even_doubled[0::2] = doubled[0::2]
-    odd_doubled = bytearray(plain)
-    odd_doubled[1::2] = doubled[1::2]
-    # end even -> rightmost index (end - 1) odd -> even indexes doubled, and vice versa.
-    return list(accumulate(even_doubled, initial=0)), list(accumulate(odd_doubled, initial=0))
 
 
 # --- structured values ------------------------------------------------------

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from service.agencies import Principal
 from service.errors import Forbidden, StoreUnavailable, Unauthenticated
+from service.http.api_audit import record_refused_key
 from service.http.frame_proof import vouched_by_frame
 from service.http.state import services
 
@@ -23,11 +24,18 @@ async def authenticate(request: web.Request, *, publishable_ok: bool = False) ->
     svc = services(request)
     if svc.agencies is None or not svc.ready:
         raise StoreUnavailable("the service is not ready yet")
-    principal = await svc.agencies.authenticate(bearer_key(request))
+    try:
+        key = bearer_key(request)
+    except Unauthenticated as exc:
+        await record_refused_key(request, exc.code)  # sampled: anyone can send these (api_audit)
+        raise
+    principal = await svc.agencies.authenticate(key)
     if principal is None:
+        await record_refused_key(request, "invalid_api_key")
         raise Unauthenticated("The API key is not valid", code="invalid_api_key")
     if not principal.secret:
         if not publishable_ok:
+            await record_refused_key(request, "secret_key_required", principal)
             raise Forbidden(
                 "A publishable key may only create tokens and pay checkout sessions; use the secret key",
                 code="secret_key_required",
@@ -38,5 +46,6 @@ async def authenticate(request: web.Request, *, publishable_ok: bool = False) ->
             and not principal.agency.allows_origin(origin)
             and not vouched_by_frame(request, principal, origin)  # the vault's own card form (frame_proof.py)
         ):
+            await record_refused_key(request, "origin_not_allowed", principal)
             raise Forbidden("This origin is not registered for the publishable key", code="origin_not_allowed")
     return principal

@@ -16,7 +16,7 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from service.domain.redaction import contains_card_number
-from service.errors import FieldError, MalformedRequest, UnsupportedMediaType, ValidationFailed
+from service.errors import FieldError, MalformedRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 
 MAX_DEPTH = 8
 
@@ -69,7 +69,18 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise MalformedRequest("The body must be a JSON object")
     if _depth(data, MAX_DEPTH) > MAX_DEPTH:
         raise MalformedRequest("The body is nested too deeply")
+    if "\\u" in text and _has_lone_surrogate(data):
+        raise MalformedRequest("The body has a \\u escape that is half of a character (a lone surrogate)")
     return data
+
+
+def _has_lone_surrogate(data: dict[str, Any]) -> bool:
+    """A ``\\ud800`` escape is valid JSON but no character: nothing downstream could encode it as UTF-8."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
@@ -78,6 +89,8 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     charset = request.charset
     if charset and charset.lower() not in ("utf-8", "utf8"):
         raise UnsupportedMediaType("Only UTF-8 JSON is accepted")
+    if request.content_length is not None and request.content_length > request.client_max_size:
+        raise PayloadTooLarge()  # at once, from the header: nothing of it is read or waited for
     return parse_json_object(await request.read())
 
 

@@ -18,14 +18,17 @@ from aiohttp import web
 from marshmallow import RAISE, Schema, fields, validate
 
 from service.checkout import CheckoutService, NewSession
+from service.domain.audit import Action, Outcome
 from service.domain.charges import CURRENCIES, REFERENCE_PATTERN
 from service.domain.checkout import CheckoutSession, PaymentStatus, SessionStatus
 from service.domain.tokens import TOKEN_ID_PATTERN
+from service.http.api_audit import record_api, refusals_recorded
 from service.http.auth import authenticate
 from service.http.body import load, read_json
 from service.http.charge_schemas import amount_field
 from service.http.schemas import no_card_number
 from service.http.state import services
+from service.http.velocity import subject_of
 from service.idempotency import run_once
 
 CLIENT_SECRET_HEADER = "Cardvault-Client-Secret"  # noqa: S105 - a header name
@@ -146,8 +149,21 @@ async def complete_session(request: web.Request) -> web.StreamResponse:
     async def produce() -> web.StreamResponse:
         data = load(COMPLETE_SCHEMA, await read_json(request))
         session = await _checkout(request).complete(
-            principal, request.match_info["session_id"], data["client_secret"], data["token"]
+            principal,
+            request.match_info["session_id"],
+            data["client_secret"],
+            data["token"],
+            subject_of(request, principal),
         )
-        return web.json_response(session_json(session, _now(request)), status=complete_status(session))
+        status = complete_status(session)
+        charge = session.charge
+        outcome = Outcome.SUCCESS if status == 200 else Outcome.FAILURE
+        detail = f"{session.payment_status}; {session.amount} {session.currency}" + (
+            f"; charge {charge.id} {charge.status}" if charge is not None else ""
+        )
+        await record_api(request, principal, Action.CHECKOUT_COMPLETE, outcome, session.id, detail)
+        return web.json_response(session_json(session, _now(request)), status=status)
 
-    return await _idempotent(request, principal.agency.id, produce)
+    # Refusals are sampled: the publishable key is public, so anyone can provoke them.
+    async with refusals_recorded(request, principal, Action.CHECKOUT_COMPLETE, sampled=True):
+        return await _idempotent(request, principal.agency.id, produce)

@@ -4,10 +4,11 @@
 (cross-origin, with its published Subresource Integrity hash); the card form
 itself, ``/elements/v1/frame``, is served only to be framed by the one
 registered origin it is asked for (``frame-ancestors``), under a strict
-Content Security Policy: ``default-src 'none'``, its one script and one
-stylesheet by nonce and SRI, requests only to the vault itself, Trusted Types
-with no policies.  Nothing is loaded from anyone else.  The files are read
-once, at import, so the bytes served are the bytes hashed.
+Content Security Policy: ``default-src 'none'``, its two scripts (the
+generated brand table and ``frame.js``) and one stylesheet by nonce and SRI,
+requests only to the vault itself, Trusted Types with no policies.  Nothing
+is loaded from anyone else.  The files are read (the brand table built) once,
+at import, so the bytes served are the bytes hashed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from aiohttp import web
 from service.domain.agencies import normalize_origin
 from service.domain.elements import FRAME_PROOF_SECONDS, FrameClaims, issue_frame_proof, style_properties
 from service.errors import Forbidden, StoreUnavailable, Unauthenticated
+from service.http.brand_table import brand_script
 from service.http.frame_proof import frame_mac
 from service.http.state import services
 
@@ -50,6 +52,8 @@ def _asset(name: str, content_type: str) -> Asset:
 
 
 CARDVAULT_JS = _asset("cardvault.js", "text/javascript")
+#: The brand table both card forms use (the hosted frame and the staff order form), built from the domain's.
+BRANDS_JS = Asset(brand_script(), "text/javascript")
 FRAME_JS = _asset("frame.js", "text/javascript")
 FRAME_CSS = _asset("frame.css", "text/css")
 FRAME_TEMPLATE = string.Template((HERE / "templates" / "frame.html").read_text(encoding="utf-8"))
@@ -91,6 +95,10 @@ async def cardvault_js_sri(_: web.Request) -> web.Response:
 
 async def frame_js(_: web.Request) -> web.Response:
     return _serve(FRAME_JS)
+
+
+async def brands_js(_: web.Request) -> web.Response:
+    return _serve(BRANDS_JS)
 
 
 async def frame_css(_: web.Request) -> web.Response:
@@ -136,6 +144,7 @@ async def frame(request: web.Request) -> web.Response:
         nonce=nonce,
         config=html.escape(json.dumps(config, separators=(",", ":")), quote=True),
         js_sri=FRAME_JS.sri,
+        brands_sri=BRANDS_JS.sri,
         css_sri=FRAME_CSS.sri,
         form_autocomplete=tokens["form"],
         number_autocomplete=tokens["number"],

@@ -19,8 +19,10 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from service.adapters.forward_store import ForwardStore
 from service.adapters.forwarder import Forwarder
 from service.adapters.idempotency_store import IdempotencyStore
+from service.domain.audit import Action, Outcome
 from service.domain.forwarding import HEADER_NAME, HEADER_VALUE, MAX_URL_LENGTH
 from service.forward import ForwardRequest, ForwardService
+from service.http.api_audit import destination_host, record_api, refusals_recorded
 from service.http.auth import authenticate
 from service.http.body import read_and_load
 from service.http.middlewares import request_id_of
@@ -76,10 +78,14 @@ async def forward_request(request: web.Request) -> web.StreamResponse:
     async def produce() -> web.StreamResponse:
         data = await read_and_load(request, FORWARD_REQUEST_SCHEMA)
         outcome = await service.forward(principal, forward_json(data))
+        where = f"{data['method']} {destination_host(data['destination'])}"
         if outcome.error is not None:
             log.info("request refused", code=outcome.error.code, status=outcome.error.status, path=request.path)
+            await record_api(request, principal, Action.FORWARD, Outcome.FAILURE, "-", f"{where}; {outcome.error.code}")
             return from_api_error(outcome.error, request_id_of(request))
         assert outcome.answer is not None
+        await record_api(request, principal, Action.FORWARD, Outcome.SUCCESS, "-", f"{where}; {outcome.answer.status}")
         return web.json_response(outcome.answer.to_json())
 
-    return await run_once(request, IdempotencyStore(store.redis), principal.agency.id, produce)
+    async with refusals_recorded(request, principal, Action.FORWARD):
+        return await run_once(request, IdempotencyStore(store.redis), principal.agency.id, produce)

@@ -32,7 +32,11 @@ def frame_mac(svc: Services) -> Mac:
 
 def vouched_by_frame(request: web.Request, principal: Principal, origin: str) -> bool:
     """True when a request from the vault's own origin carries a valid proof of a registered parent."""
-    if urlsplit(origin).netloc != request.host:
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:  # "https://[": not an origin at all
+        return False
+    if netloc != request.host:
         return False
     proof = request.headers.get(FRAME_PROOF_HEADER)
     if not proof:

@@ -3,6 +3,9 @@
 Order (outermost first): ``request_id`` names the request, ``security_headers``
 stamps every answer (including error answers), ``errors`` turns every
 exception into a problem document.  Nothing here reads the request body.
+An answer a handler streams itself goes out before the middleware sees it,
+so ``security_headers_on_prepare`` (on ``on_response_prepare``) stamps the
+same headers on every answer as its headers are sent.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from service.adapters.processors.base import ProcessorError
 from service.domain.redaction import contains_card_number
 from service.errors import ApiError, DecryptionFailed, KeyringError, StoreUnavailable
 from service.http import problems
+from service.http.proxy import client_scheme
 from service.http.state import SERVICES
 from service.tls.mozilla import HSTS_HEADER_VALUE
 
@@ -74,10 +78,8 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
     return response
 
 
-@web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Defaults for every answer; a handler that needs another policy sets its own first."""
-    response = await handler(request)
+def apply_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Defaults for one answer; what a handler (or the staff pages) set first wins.  Idempotent."""
     policy = response.headers.get("Content-Security-Policy", "")
     framable = "frame-ancestors" in policy and "frame-ancestors 'none'" not in policy
     for name, value in SECURITY_HEADERS.items():
@@ -85,9 +87,32 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
             continue  # the handler's own frame-ancestors decides (the hosted card form); CSP supersedes XFO
         response.headers.setdefault(name, value)
     response.headers["Server"] = "cardvault"
-    if request.app[SERVICES].tls:
+    rid = request.get(REQUEST_ID)
+    if rid:
+        response.headers.setdefault("X-Request-Id", rid)
+    # over our own TLS, or behind a trusted proxy that terminated the client's TLS (server.plain_http)
+    own_tls = SERVICES in request.config_dict and request.config_dict[SERVICES].tls
+    if own_tls or client_scheme(request) == "https":
         response.headers.setdefault("Strict-Transport-Security", HSTS_HEADER_VALUE)
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Defaults for every answer; a handler that needs another policy sets its own first."""
+    response = await handler(request)
+    if not response.prepared:  # a streamed answer got them on prepare, below
+        apply_security_headers(request, response)
     return response
+
+
+async def security_headers_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """The same defaults for answers a handler streams itself (CSV exports, static files).
+
+    A streamed answer sends its headers inside the handler, before the middleware above sees it,
+    so they are stamped here, on ``on_response_prepare``, which runs just before any answer's
+    headers go out.
+    """
+    apply_security_headers(request, response)
 
 
 @web.middleware

@@ -18,6 +18,7 @@ from aiohttp import web, web_protocol
 
 from service.http import problems
 from service.http.middlewares import SECURITY_HEADERS, mint_request_id
+from service.tls.mozilla import HSTS_HEADER_VALUE
 
 _MARK = "_cardvault_problem_answers"
 
@@ -43,6 +44,8 @@ def install() -> None:
         response.headers.update(SECURITY_HEADERS)
         response.headers["X-Request-Id"] = rid
         response.headers["Server"] = "cardvault"
+        if self.transport is not None and self.transport.get_extra_info("sslcontext") is not None:
+            response.headers["Strict-Transport-Security"] = HSTS_HEADER_VALUE  # as every answer over TLS
         response.force_close()
         return response
 

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from service.adapters.processors.base import ProcessorError
 from service.domain.redaction import redact_value
-from service.errors import ApiError, FieldError
+from service.errors import ApiError, FieldError, TooManyRequests
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:cardvault:problem:"
@@ -32,6 +32,7 @@ HTTP_STATUS_CODES = {
     405: ("method_not_allowed", "Method not allowed"),
     413: ("payload_too_large", "The request body is too large"),
     415: ("unsupported_media_type", "Send the request body as application/json"),
+    431: ("headers_too_large", "The request headers are too large"),
     429: ("rate_limited", "Too many requests"),
 }
 
@@ -68,6 +69,8 @@ def problem_response(
 
 def from_api_error(error: ApiError, request_id: str | None) -> web.Response:
     headers = {"WWW-Authenticate": 'Bearer realm="cardvault"'} if error.status == 401 else None
+    if isinstance(error, TooManyRequests):
+        headers = {"Retry-After": str(error.retry_after)}
     return problem_response(
         error.status,
         error.code,

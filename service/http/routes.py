@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.http import charges, checkout, elements, forward, health, tokens
+from service.http import charges, checkout, elements, forward, health, redact, tokens
 from service.http.staff import add_staff_app
 
 
@@ -24,6 +24,7 @@ def add_routes(app: web.Application) -> None:
             web.post("/v1/charges/{charge_id}/void", charges.void_charge),
             web.post("/v1/charges/{charge_id}/refunds", charges.refund_charge),
             web.post("/v1/forward", forward.forward_request),
+            web.post("/v1/redact", redact.redact_text),
             web.post("/v1/checkout/sessions", checkout.create_session),
             web.get("/v1/checkout/sessions/{session_id}", checkout.get_session, allow_head=False),
             web.post("/v1/checkout/sessions/{session_id}/complete", checkout.complete_session),
@@ -31,6 +32,7 @@ def add_routes(app: web.Application) -> None:
             web.get("/elements/v1/cardvault.js", elements.cardvault_js, allow_head=False),
             web.get("/elements/v1/cardvault.js.sri", elements.cardvault_js_sri, allow_head=False),
             web.get("/elements/v1/frame.js", elements.frame_js, allow_head=False),
+            web.get("/elements/v1/brands.js", elements.brands_js, allow_head=False),
             web.get("/elements/v1/frame.css", elements.frame_css, allow_head=False),
         ]
     )

@@ -11,12 +11,14 @@ from service.adapters.keyring import Keyring
 from service.adapters.processors.registry import ProcessorRegistry
 from service.adapters.store import VaultStore
 from service.agencies import AgencyService
+from service.audit import Auditor
 from service.charges import ChargeService
 from service.checkout import CheckoutService
 from service.clock import Clock
 from service.settings import Settings
 from service.staff_context import StaffContext
 from service.vault import Vault
+from service.velocity import Velocity
 
 
 @dataclass
@@ -34,8 +36,11 @@ class Services:
     checkout: CheckoutService | None = None
     idempotency: IdempotencyStore | None = None
     staff: StaffContext | None = None
+    velocity: Velocity | None = None  # card-testing defence: limits, decline ratios, trip counts
+    auditor: Auditor | None = None  # the one audit trail every surface (API, staff, CLI) records to
     tls: bool = True
     fatal: str | None = None  # a refusal found after start (see app._bootstrap_until_done)
+    redis_problem: str | None = None  # why the last bootstrap could not reach or use Redis (for /readyz)
 
     @property
     def ready(self) -> bool:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from service.domain.audit import Action, Outcome
+from service.http.api_audit import record_api, refusals_recorded
 from service.http.auth import authenticate
 from service.http.body import load, read_and_load
 from service.http.schemas import TokenCreateSchema, TokenListQuerySchema, token_json, tokenize_request
 from service.http.state import services
+from service.http.velocity import subject_of
 from service.idempotency import run_once
 from service.vault import Vault, utc_now
 
@@ -28,7 +31,9 @@ async def create_token(request: web.Request) -> web.StreamResponse:
     async def produce() -> web.StreamResponse:
         data = await read_and_load(request, TOKEN_CREATE_SCHEMA)
         today = utc_now(services(request).clock).date()
-        result = await _vault(request).tokenize(principal, tokenize_request(data, today=today))
+        result = await _vault(request).tokenize(
+            principal, tokenize_request(data, today=today), subject_of(request, principal)
+        )
         response = web.json_response(token_json(result.token), status=201 if result.created else 200)
         if result.created:
             response.headers["Location"] = f"/v1/tokens/{result.token.id}"
@@ -47,7 +52,10 @@ async def get_token(request: web.Request) -> web.Response:
 
 async def delete_token(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    await _vault(request).delete(principal, request.match_info["token_id"])
+    token_id = request.match_info["token_id"]
+    async with refusals_recorded(request, principal, Action.TOKEN_DELETE, token_id):
+        await _vault(request).delete(principal, token_id)
+    await record_api(request, principal, Action.TOKEN_DELETE, Outcome.SUCCESS, token_id)
     return web.Response(status=204)
 
 

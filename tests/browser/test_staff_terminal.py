@@ -1,139 +1,62 @@
 """The staff virtual terminal in real headless Chromium, served over HTTPS on 127.0.0.1.
 
-The ``__Host-`` session cookie is Secure, so the vault runs with TLS here: a
-trustme CA issues a certificate for 127.0.0.1 and the browser context accepts
-it (``ignore_https_errors``).  Accounts are enrolled through the enrollment
-page as a person would; the TOTP codes are computed from the key that page
-shows, on the app's injectable clock.  Screenshots of the order form and the
-receipt go to ``artifacts/screenshots``.
+Enroll, sign in with TOTP, take approved and declined phone orders, see the
+receipt, void before settlement and refund after it as a supervisor, be
+refused both as an agent, lock out, time out.  The vault and the people are
+set up by ``tests/browser/staff.py``; the Authorize.Net cases use the local
+fake gateway.  Screenshots of the form and the receipts go to
+``artifacts/screenshots``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
-import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import pyotp
 import pytest
-import trustme
-from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from service.adapters.keyring import MasterKeys
-from service.app import create_app
-from service.audit import Actor
 from service.domain.staff import Role
-from service.http.state import SERVICES
 from service.settings import Settings
-from tests.conftest import FakeClock, create_agency
+from tests.browser.staff import (
+    DECLINED,
+    PASSWORD,
+    PAST_CUT_OFF,
+    Vault,
+    _AppClient,
+    assert_no_card_anywhere,
+    clock,
+    context,
+    enroll,
+    new_member,
+    page,
+    second_person,
+    sign_in,
+    take_order_with_the_keyboard,
+    vault,
+)
+from tests.conftest import make_settings
+from tests.http.charge_fixtures import with_authorize_net
 from tests.support import leaks
-from tests.support.cards import CVC, VISA
+from tests.support.cards import VISA
+from tests.support.fake_authorize_net import FakeAuthorizeNet
 from tests.support.redis_server import RedisServer
 
-DECLINED = "4000000000000002"
-PASSWORD = "Tall7Ships9Harbor"
-TIMEOUT_MS = 15_000
-
-
-@dataclass
-class Vault:
-    url: str
-    app: web.Application
-    clock: FakeClock
-
-    async def add(self, username: str, role: Role, slug: str) -> str:
-        staff = self.app[SERVICES].staff
-        assert staff is not None
-        _, token = await staff.accounts.add(slug, username, role, Actor.operator(""))
-        return f"{self.url}/staff/enroll?token={token}"
+__all__ = ["clock", "context", "page", "vault"]  # fixtures
 
 
 @pytest.fixture
-async def vault(settings: Settings, master_keys: MasterKeys, clock: FakeClock) -> AsyncIterator[Vault]:
-    ca = trustme.CA()
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
-    app = create_app(settings, master_keys, redis_url=settings.redis.url or "", clock=clock, tls=True)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield Vault(f"https://127.0.0.1:{port}", app, clock)
-    await runner.cleanup()
+async def authnet() -> AsyncIterator[FakeAuthorizeNet]:
+    async with FakeAuthorizeNet() as fake:
+        yield fake
 
 
 @pytest.fixture
-async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
-    opened = await browser.new_context(ignore_https_errors=True, viewport={"width": 1000, "height": 900})
-    opened.set_default_timeout(TIMEOUT_MS)
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
-async def page(context: BrowserContext) -> Page:
-    return await context.new_page()
-
-
-def code(secret: str, clock: FakeClock) -> str:
-    return pyotp.TOTP(secret).at(clock())
-
-
-async def enroll(page: Page, vault: Vault, link: str) -> str:
-    """Fill the enrollment page; returns the TOTP key it showed."""
-    await page.goto(link)
-    secret = (await page.locator("#totp-secret").inner_text()).replace(" ", "")
-    await page.get_by_label("New password").fill(PASSWORD)
-    await page.get_by_label("Repeat password").fill(PASSWORD)
-    await page.get_by_label("The 6-digit code your app now shows").fill(code(secret, vault.clock))
-    await page.get_by_role("button", name="Finish setup").click()
-    await expect(page.get_by_role("heading", name="Your account is ready")).to_be_visible()
-    return secret
-
-
-async def sign_in(page: Page, vault: Vault, username: str, secret: str) -> None:
-    vault.clock.advance(30)  # the enrollment used this 30-second step's code
-    await page.goto(f"{vault.url}/staff/login")
-    await page.get_by_label("Username").fill(username)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Continue").click()
-    await page.get_by_label("6-digit code").fill(code(secret, vault.clock))
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
-
-
-async def new_member(page: Page, vault: Vault, slug: str, username: str, role: Role) -> None:
-    secret = await enroll(page, vault, await vault.add(username, role, slug))
-    await sign_in(page, vault, username, secret)
-
-
-async def take_order_with_the_keyboard(page: Page, vault: Vault, number: str, reference: str) -> None:
-    """Fill the order form by typing and Tab alone, and submit with Enter."""
-    await page.goto(f"{vault.url}/staff/orders/new")
-    await page.locator("#f-amount").focus()
-    for value in ["25.00", reference, "Annual fishing licence", "A. Caller", number, "12/31", CVC, "40601"]:
-        await page.keyboard.type(value)
-        await page.keyboard.press("Tab")
-    await expect(page.locator("#submit-order")).to_be_focused()
-    await page.keyboard.press("Enter")
-    await page.wait_for_url(re.compile(r"/staff/orders/ch_[A-Za-z0-9_-]+$"))
-
-
-async def assert_no_card_anywhere(page: Page, context: BrowserContext) -> None:
-    """Not in the page, the cookies, localStorage, sessionStorage, or the form fields' values."""
-    assert not leaks.cards_in_text(await page.content())
-    cookies = await context.cookies()
-    assert not leaks.cards_in_text(repr(cookies))
-    storage = await page.evaluate(
-        "() => JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage)])"
-    )
-    assert storage == "[[],[]]"
+def settings(redis_server: RedisServer, tmp_path: Path, authnet: FakeAuthorizeNet) -> Settings:
+    """The suite's settings, trusting the fake Authorize.Net gateway's CA."""
+    ca_file = str(authnet.write_ca_pem(tmp_path / "authnet-ca.pem"))
+    return make_settings(redis_server.url, tmp_path / "var", processors={"ca_file": ca_file})
 
 
 class TestStaffTerminal:
@@ -147,7 +70,7 @@ class TestStaffTerminal:
         redis_server: RedisServer,
     ) -> None:
         """An agent enrolls, signs in with TOTP, takes an approved and a declined phone order; no card is kept."""
-        agency = await create_agency(_client_of(vault))
+        agency = await vault.agency()
         username = f"agent-{agency.id[-8:]}"
         await new_member(page, vault, agency.slug, username, Role.AGENT)
 
@@ -188,26 +111,64 @@ class TestStaffTerminal:
         assert not leaks.cards_in_text(await asyncio.to_thread(session_logs.read_text, encoding="utf-8"))
         assert not leaks.redis_findings(redis_server.client())
 
-    async def test_supervisor_refunds_and_agent_is_refused(
+    async def test_supervisor_voids_before_settlement_and_agent_is_refused(
         self, browser: Browser, page: Page, vault: Vault, screenshots: Path
     ) -> None:
-        """The supervisor refunds the agent's order after confirming; the agent's direct refund URL answers 403."""
-        agency = await create_agency(_client_of(vault))
+        """Before the cut-off the supervisor voids the agent's order after confirming; the agent sees no Void and
+        the direct void URL answers 403."""
+        agency = await vault.agency()
         tag = agency.id[-8:]
         await new_member(page, vault, agency.slug, f"agent-{tag}", Role.AGENT)
-        await take_order_with_the_keyboard(page, vault, VISA, "FL-REFUND-1")
+        await take_order_with_the_keyboard(page, vault, VISA, "FL-VOID-1")
         receipt_url = page.url
-        await expect(page.get_by_role("link", name="Refund…")).to_have_count(0)
-        refused = await page.goto(receipt_url + "/refund")
+        await expect(page.get_by_role("link", name="Void…")).to_have_count(0)
+        refused = await page.goto(receipt_url + "/void")
         assert refused is not None
         assert refused.status == 403
         await expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
 
-        supervisor = await browser.new_context(ignore_https_errors=True)
+        supervisor = await second_person(browser)
         try:
             sup_page = await supervisor.new_page()
             await new_member(sup_page, vault, agency.slug, f"sup-{tag}", Role.SUPERVISOR)
             await sup_page.goto(receipt_url)
+            await expect(sup_page.locator("#settlement")).to_contain_text("can be voided until then")
+            await expect(sup_page.get_by_role("link", name="Refund…")).to_have_count(0)
+            await sup_page.get_by_role("link", name="Void…").click()
+            await expect(sup_page.get_by_text("cannot be undone")).to_be_visible()
+            await sup_page.screenshot(path=str(screenshots / "staff-void-confirm.png"), full_page=True)
+            await sup_page.get_by_role("button", name="Yes, void").click()
+            await expect(sup_page.get_by_role("status")).to_contain_text("The order was voided.")
+            await expect(sup_page.locator("#order-status")).to_contain_text("Voided")
+            await expect(sup_page.get_by_role("link", name="Void…")).to_have_count(0)
+            await expect(sup_page.get_by_role("link", name="Refund…")).to_have_count(0)
+            await sup_page.screenshot(path=str(screenshots / "staff-voided.png"), full_page=True)
+        finally:
+            await supervisor.close()
+
+    async def test_after_the_cut_off_the_supervisor_refunds_and_agent_is_refused(
+        self, browser: Browser, page: Page, vault: Vault, screenshots: Path
+    ) -> None:
+        """Past the sandbox's settlement cut-off the receipt offers Refund, not Void; a void URL says why and
+        points to the refund, which goes through; the agent's refund URL answers 403."""
+        agency = await vault.agency()
+        tag = agency.id[-8:]
+        agent_secret = await new_member(page, vault, agency.slug, f"agent-{tag}", Role.AGENT)
+        await take_order_with_the_keyboard(page, vault, VISA, "FL-REFUND-1")
+        receipt_url = page.url
+        supervisor = await second_person(browser)
+        try:
+            sup_page = await supervisor.new_page()
+            secret = await new_member(sup_page, vault, agency.slug, f"sup-{tag}", Role.SUPERVISOR)
+            vault.clock.advance(PAST_CUT_OFF)
+            await sign_in(sup_page, vault, f"sup-{tag}", secret)
+            await sup_page.goto(receipt_url)
+            await expect(sup_page.locator("#settlement")).to_contain_text("Settled by the processor")
+            await expect(sup_page.get_by_role("link", name="Void…")).to_have_count(0)
+            late = await sup_page.goto(receipt_url + "/void")
+            assert late is not None
+            assert late.status == 409
+            await expect(sup_page.get_by_role("alert")).to_contain_text("can no longer be voided")
             await sup_page.get_by_role("link", name="Refund…").click()
             await expect(sup_page.get_by_text("cannot be undone")).to_be_visible()
             await sup_page.get_by_role("button", name="Yes, refund").click()
@@ -216,10 +177,36 @@ class TestStaffTerminal:
             await sup_page.screenshot(path=str(screenshots / "staff-refunded.png"), full_page=True)
         finally:
             await supervisor.close()
+        await sign_in(page, vault, f"agent-{tag}", agent_secret)
+        await page.goto(receipt_url)
+        await expect(page.get_by_role("link", name="Refund…")).to_have_count(0)
+        refused = await page.goto(receipt_url + "/refund")
+        assert refused is not None
+        assert refused.status == 403
+
+    async def test_authorize_net_says_settled_and_the_page_offers_the_refund(
+        self, page: Page, vault: Vault, authnet: FakeAuthorizeNet, screenshots: Path
+    ) -> None:
+        """The vault cannot know an Authorize.Net merchant's cut-off: the supervisor tries Void, the gateway
+        answers that the sale has settled, the page says so with a Refund button, and the refund is approved."""
+        agency = await vault.agency()
+        await with_authorize_net(_AppClient(vault.app), agency, authnet)  # type: ignore[arg-type]
+        await new_member(page, vault, agency.slug, f"sup-{agency.id[-8:]}", Role.SUPERVISOR)
+        await take_order_with_the_keyboard(page, vault, VISA, "FL-ANET-1")
+        await page.get_by_role("link", name="Void…").click()
+        await page.get_by_role("button", name="Yes, void").click()
+        await expect(page.get_by_role("alert")).to_contain_text("already settled this order")
+        await expect(page.get_by_role("alert")).to_be_focused()
+        await expect(page.locator("#order-status")).to_contain_text("Approved")
+        await page.screenshot(path=str(screenshots / "staff-void-refused-settled.png"), full_page=True)
+        await page.get_by_role("link", name="Refund…").click()
+        await page.get_by_role("button", name="Yes, refund").click()
+        await expect(page.get_by_role("status")).to_contain_text("Refunded 25.00")
+        assert (authnet.counts["voidTransaction"], authnet.counts["refundTransaction"]) == (1, 1)
 
     async def test_failed_sign_ins_lock_the_account(self, page: Page, vault: Vault) -> None:
         """Ten wrong passwords lock the account: the right password then gets the locked message."""
-        agency = await create_agency(_client_of(vault))
+        agency = await vault.agency()
         username = f"lock-{agency.id[-8:]}"
         await enroll(page, vault, await vault.add(username, Role.AGENT, agency.slug))
         for _ in range(10):
@@ -235,21 +222,10 @@ class TestStaffTerminal:
 
     async def test_idle_session_times_out(self, page: Page, vault: Vault) -> None:
         """Fifteen idle minutes on the injectable clock later, the next page is the sign-in page with a notice."""
-        agency = await create_agency(_client_of(vault))
+        agency = await vault.agency()
         await new_member(page, vault, agency.slug, f"idle-{agency.id[-8:]}", Role.AGENT)
         await page.goto(f"{vault.url}/staff/orders/new")
         vault.clock.advance(15 * 60 + 1)
         await page.reload()
         await expect(page.get_by_role("status")).to_contain_text("without activity")
         await expect(page.get_by_label("Username")).to_be_visible()
-
-
-class _AppClient:
-    """Just enough of a test client for ``create_agency``: the app."""
-
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-
-
-def _client_of(vault: Vault) -> Any:
-    return _AppClient(vault.app)

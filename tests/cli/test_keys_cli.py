@@ -71,7 +71,7 @@ def serve(tmp_path: Path, leak_sources: Any) -> Iterator[ServeFactory]:
 def vault(tmp_path_factory: pytest.TempPathFactory, leak_sources: Any) -> Iterator[ServeProcess]:
     """A development serve on the embedded Redis that trusts no cached API-key lookup."""
     with ServeFactory(tmp_path_factory.mktemp("keys-cli"), leak_sources) as factory:
-        process = factory(env={"CARDVAULT_AUTH__CACHE_SECONDS": "0"}).start()
+        process = factory(env={"CARDVAULT_AUTH__CACHE_SECONDS": "0", "CARDVAULT_VELOCITY__ENABLED": "false"}).start()
         yield process
         process.stop()
 

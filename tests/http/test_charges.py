@@ -12,12 +12,13 @@ from service.agency_settings import AgencySettingsService
 from service.charges import charge_id_for
 from service.domain.processing import ProcessorName
 from service.http.state import SERVICES
-from tests.conftest import AgencyKeys, create_agency
+from tests.conftest import AgencyKeys, FakeClock, create_agency
 from tests.http.charge_fixtures import Client, charge, tokenize
 from tests.support import leaks
 from tests.support.cards import AMEX, AMEX_CVC, CVC, MASTERCARD, VISA
 from tests.support.fake_authorize_net import FakeAuthorizeNet
 from tests.support.redis_server import RedisServer
+from tests.support.staff_pages import DAY, move_to_morning
 
 CHARGE_KEYS = {
     "id",
@@ -132,11 +133,11 @@ class TestLifecycle:
         assert (captured.status, body["status"], body["amount_captured"]) == (200, "succeeded", 4000)
         again = await pay_client.post(f"/v1/charges/{cid}/capture", headers=sandbox_agency.auth)
         assert (again.status, (await again.json())["code"]) == (409, "charge_already_captured")
-        voided = await pay_client.post(f"/v1/charges/{cid}/void", headers=sandbox_agency.auth)
-        assert (voided.status, (await voided.json())["code"]) == (409, "charge_already_captured")
         refund = await pay_client.post(f"/v1/charges/{cid}/refunds", json={"amount": 1500}, headers=sandbox_agency.auth)
         refund_body = await refund.json()
         assert refund.status == 201
+        voided = await pay_client.post(f"/v1/charges/{cid}/void", headers=sandbox_agency.auth)
+        assert (voided.status, (await voided.json())["code"]) == (409, "charge_not_voidable")
         assert (refund_body["object"], refund_body["amount"], refund_body["charge"]) == ("refund", 1500, cid)
         too_much = await pay_client.post(
             f"/v1/charges/{cid}/refunds", json={"amount": 2501}, headers=sandbox_agency.auth
@@ -481,6 +482,61 @@ class TestNothingStoredInClear:
         assert b'"card_last4":"4242"' in raw
 
 
+class TestVoidUntilSettlement:
+    """A captured charge is voided until the processor settles it, refunded after (the staff pages agree)."""
+
+    async def test_sandbox_sale_is_voidable_until_the_cut_off(
+        self, pay_client: Client, sandbox_agency: AgencyKeys, clock: FakeClock
+    ) -> None:
+        """Before the sandbox's daily cut-off a sale voids (nothing captured); after it, 409 charge_settled."""
+        move_to_morning(clock)
+        token = await tokenize(pay_client, sandbox_agency)
+        early = (await (await charge(pay_client, sandbox_agency, token, 2500)).json())["id"]
+        voided = await pay_client.post(f"/v1/charges/{early}/void", headers=sandbox_agency.auth)
+        body = await voided.json()
+        assert (voided.status, body["status"], body["amount_captured"]) == (200, "voided", 0)
+        assert [h["status"] for h in body["history"]] == ["succeeded", "voided"]
+        late = await (await charge(pay_client, sandbox_agency, await tokenize(pay_client, sandbox_agency))).json()
+        clock.advance(DAY)
+        refused = await pay_client.post(f"/v1/charges/{late['id']}/void", headers=sandbox_agency.auth)
+        assert (refused.status, (await refused.json())["code"]) == (409, "charge_settled")
+        refund = await pay_client.post(f"/v1/charges/{late['id']}/refunds", headers=sandbox_agency.auth)
+        assert refund.status == 201
+
+    async def test_authorize_net_voids_an_unsettled_sale(
+        self, pay_client: Client, anet_agency: AgencyKeys, authnet: FakeAuthorizeNet
+    ) -> None:
+        """A captured but unsettled authCaptureTransaction is voided with voidTransaction."""
+        authnet.auto_settle = False
+        token = await tokenize(pay_client, anet_agency)
+        cid = (await (await charge(pay_client, anet_agency, token, 2000)).json())["id"]
+        voided = await pay_client.post(f"/v1/charges/{cid}/void", headers=anet_agency.auth)
+        body = await voided.json()
+        assert (voided.status, body["status"]) == (200, "voided")
+        assert authnet.transactions[body["processor"]["transaction_id"]].status == "voided"
+
+    async def test_authorize_net_settled_sale_is_refused_then_refunded(
+        self, pay_client: Client, anet_agency: AgencyKeys, authnet: FakeAuthorizeNet
+    ) -> None:
+        """The gateway refuses the void of a settled sale; the vault says charge_settled, remembers it (a retry
+        does not call the gateway) and the refund goes through."""
+        authnet.auto_settle = False
+        token = await tokenize(pay_client, anet_agency)
+        cid = (await (await charge(pay_client, anet_agency, token, 2000)).json())["id"]
+        authnet.settle()
+        calls = authnet.counts["voidTransaction"]
+        refused = await pay_client.post(f"/v1/charges/{cid}/void", headers=anet_agency.auth)
+        assert (refused.status, (await refused.json())["code"]) == (409, "charge_settled")
+        assert authnet.counts["voidTransaction"] == calls + 1
+        again = await pay_client.post(f"/v1/charges/{cid}/void", headers=anet_agency.auth)
+        assert (again.status, (await again.json())["code"]) == (409, "charge_settled")
+        assert authnet.counts["voidTransaction"] == calls + 1
+        still = await (await pay_client.get(f"/v1/charges/{cid}", headers=anet_agency.auth)).json()
+        assert (still["status"], still["amount_captured"]) == ("succeeded", 2000)
+        refund = await pay_client.post(f"/v1/charges/{cid}/refunds", headers=anet_agency.auth)
+        assert refund.status == 201
+
+
 class TestRuleRefusalsCallNoProcessor:
     async def test_capture_twice_void_after_capture_and_over_refund(
         self, pay_client: Client, anet_agency: AgencyKeys, authnet: FakeAuthorizeNet
@@ -490,10 +546,9 @@ class TestRuleRefusalsCallNoProcessor:
         cid = (await (await charge(pay_client, anet_agency, token, 2000)).json())["id"]
         calls = authnet.total_requests
         capture = await pay_client.post(f"/v1/charges/{cid}/capture", headers=anet_agency.auth)
-        void = await pay_client.post(f"/v1/charges/{cid}/void", headers=anet_agency.auth)
         refund = await pay_client.post(f"/v1/charges/{cid}/refunds", json={"amount": 2001}, headers=anet_agency.auth)
         zero = await pay_client.post(f"/v1/charges/{cid}/refunds", json={"amount": 0}, headers=anet_agency.auth)
-        assert [capture.status, void.status, refund.status, zero.status] == [409, 409, 422, 422]
+        assert [capture.status, refund.status, zero.status] == [409, 422, 422]
         assert (await capture.json())["code"] == "charge_already_captured"
         assert authnet.total_requests == calls
 

@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from service.domain.cards import BRAND_PREFIXES, BRAND_RULES
 from service.domain.elements import FRAME_PROOF_SECONDS, FrameClaims, issue_frame_proof
-from service.http.elements import FRAME_JS
+from service.http.elements import BRANDS_JS, FRAME_JS
 from service.http.frame_proof import FRAME_PROOF_HEADER, frame_mac
 from service.http.state import SERVICES
 from tests.conftest import AgencyKeys, FakeClock, create_agency
@@ -61,13 +60,15 @@ class TestFrame:
     async def test_every_script_and_style_carries_the_nonce_and_its_sri(
         self, client: Client, agency: AgencyKeys
     ) -> None:
-        """Only frame.js and frame.css load, each with the response's nonce and the SRI of the bytes served."""
+        """Only frame.css, the brand table and frame.js load, each with the response's nonce and the SRI of the
+        bytes served."""
         resp = await frame(client, agency)
         page = await resp.text()
         nonce = csp_directives(resp.headers["Content-Security-Policy"])["script-src"].removeprefix("'nonce-")[:-1]
         tags = re.findall(r"<(script|link)\b([^>]*)>", page)
-        assert [t for t, _ in tags] == ["link", "script"]
-        for path, (_, attributes) in zip(("/elements/v1/frame.css", "/elements/v1/frame.js"), tags, strict=True):
+        assert [t for t, _ in tags] == ["link", "script", "script"]
+        paths = ("/elements/v1/frame.css", "/elements/v1/brands.js", "/elements/v1/frame.js")
+        for path, (_, attributes) in zip(paths, tags, strict=True):
             assert f'nonce="{nonce}"' in attributes
             served = await (await client.get(path)).read()
             assert f'integrity="{sri(served)}"' in attributes
@@ -183,19 +184,9 @@ class TestScriptIntegrity:
         readme = (REPO / "README.md").read_text(encoding="utf-8")
         inventory = readme.split("### Script inventory", 1)[1].split("\n## ", 1)[0]
         listed = set(re.findall(r"^\| `(/elements/v1/[^`]+\.js)` \| frame", inventory, re.MULTILINE))
-        assert listed == loaded == {"/elements/v1/frame.js"}
+        assert listed == loaded == {"/elements/v1/brands.js", "/elements/v1/frame.js"}
         assert f"`{FRAME_JS.sri}`" in inventory
-
-    def test_the_javascript_brand_table_mirrors_python(self) -> None:
-        """frame.js's brand prefixes and rules equal BRAND_PREFIXES and BRAND_RULES in service/domain/cards.py."""
-        source = (REPO / "service/http/static/elements/frame.js").read_text(encoding="utf-8")
-        block = source.split("brand-table:start", 1)[1].split("brand-table:end", 1)[0]
-        table = json.loads(block[block.index("{") : block.rindex("}") + 1])
-        assert table["prefixes"] == [[p.first, p.last, str(p.brand)] for p in BRAND_PREFIXES]
-        assert table["rules"] == {
-            str(brand): {"lengths": sorted(rule.lengths), "cvc": rule.cvc_length, "name": rule.display_name}
-            for brand, rule in BRAND_RULES.items()
-        }
+        assert f"`{BRANDS_JS.sri}`" in inventory
 
 
 def own_origin(client: Client) -> str:

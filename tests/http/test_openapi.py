@@ -252,7 +252,8 @@ class TestHealthConformance:
         assert (await contract.call("GET", "/healthz", status=200)).json() == {"status": "ok"}
         assert (await contract.call("HEAD", "/healthz", status=200)).data == b""
         ready = await contract.call("GET", "/readyz", status=200)
-        assert ready.json() == {"status": "ready", "checks": {"keys": "ok", "redis": "ok"}}
+        assert ready.json()["checks"] == {"keys": "ok", "redis": "ok", "durability": "ok"}
+        assert ready.json()["durability"]["contract"] == "fsync"
         await contract.call("HEAD", "/readyz", status=200)
         contract.assert_covered()
 

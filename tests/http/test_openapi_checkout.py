@@ -387,6 +387,7 @@ class TestElementsConformance:
         ("getCardvaultScript", 200),
         ("getCardvaultScriptIntegrity", 200),
         ("getCardFrameScript", 200),
+        ("getCardBrands", 200),
         ("getCardFrameStyles", 200),
         codes={"missing_api_key", "invalid_api_key", "origin_not_allowed", "publishable_key_required"},
     )
@@ -404,6 +405,7 @@ class TestElementsConformance:
             "/elements/v1/cardvault.js",
             "/elements/v1/cardvault.js.sri",
             "/elements/v1/frame.js",
+            "/elements/v1/brands.js",
             "/elements/v1/frame.css",
         ):
             await contract.call("GET", path, status=200)

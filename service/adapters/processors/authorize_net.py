@@ -47,6 +47,7 @@ import json
 import ssl as ssl_module
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, Final, NoReturn
 
@@ -65,6 +66,7 @@ from service.adapters.processors.authorize_net_answers import (
     transaction_result,
 )
 from service.adapters.processors.base import (
+    TRANSACTION_SETTLED,
     AuthorizationRequest,
     CardDetails,
     Outcome,
@@ -75,6 +77,8 @@ from service.adapters.processors.base import (
     format_amount,
 )
 
+#: The reason code Authorize.Net answers a void of a settled transaction with ("cannot be found").
+VOID_OF_SETTLED_REASON: Final = "16"
 SANDBOX_ENDPOINT: Final = "https://apitest.authorize.net/xml/v1/request.api"
 PRODUCTION_ENDPOINT: Final = "https://api.authorize.net/xml/v1/request.api"
 
@@ -181,9 +185,20 @@ class AuthorizeNetProcessor:
         return self._interpret(await self._send(transaction, ref_id=None, secrets=()), secrets=(), cvc_sent=None)
 
     async def void(self, transaction_id: str) -> ProcessorResult:
-        """``voidTransaction``: cancels an unsettled transaction."""
+        """``voidTransaction``: cancels an unsettled transaction, an authorization or a capture not yet settled.
+
+        The gateway voids only what is still in the unsettled list; a settled transaction is answered with
+        reason 16, "The transaction cannot be found", which we report as ``transaction_settled`` (our
+        transaction ids come from approvals, so it exists: it has left the unsettled list).
+        """
         transaction = {"transactionType": "voidTransaction", "refTransId": transaction_id}
-        return self._interpret(await self._send(transaction, ref_id=None, secrets=()), secrets=(), cvc_sent=None)
+        answer = await self._send(transaction, ref_id=None, secrets=())
+        result = self._interpret(answer, secrets=(), cvc_sent=None)
+        response = answer.get("transactionResponse")
+        reason = text_of(first_of(response.get("errors")).get("errorCode")) if isinstance(response, Mapping) else ""
+        if not result.approved and reason == VOID_OF_SETTLED_REASON:
+            return replace(result, decline_code=TRANSACTION_SETTLED)
+        return result
 
     async def refund(self, transaction_id: str, amount: int, currency: str, card_last4: str) -> ProcessorResult:
         """``refundTransaction`` against a settled charge; Authorize.Net wants only the last four digits."""

@@ -21,6 +21,9 @@ from typing import Protocol
 
 from service.domain.cards import CardNumber, Cvc
 
+#: ``decline_code`` of a void the processor refused because the transaction has settled.
+TRANSACTION_SETTLED = "transaction_settled"
+
 
 class Outcome(enum.StrEnum):
     APPROVED = "approved"
@@ -95,6 +98,7 @@ class ProcessorResult:
     cvc_check: str | None = None  # "pass" | "fail" | "unavailable" | "unchecked"
     decline_code: str | None = None  # generic_decline, insufficient_funds, lost_card, ...
     message: str | None = None
+    settles_at: int | None = None  # a capture: when the processor settles it, if it says (then: void no more)
 
     @property
     def approved(self) -> bool:
@@ -113,7 +117,8 @@ class Processor(Protocol):
         """Capture a previous authorization, for at most its amount."""
 
     async def void(self, transaction_id: str) -> ProcessorResult:
-        """Cancel an authorization that has not been captured."""
+        """Cancel an authorization, or a capture the processor has not settled yet; a settled one is
+        refused with ``decline_code`` :data:`TRANSACTION_SETTLED` (refund it instead)."""
 
     async def refund(self, transaction_id: str, amount: int, currency: str, card_last4: str) -> ProcessorResult:
         """Return ``amount`` of a captured payment to the card."""

@@ -11,7 +11,9 @@ agency that uses the same account in this process.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -22,13 +24,16 @@ from service.adapters.processors.authorize_net import AuthorizeNetProcessor
 from service.adapters.processors.base import (
     AuthorizationRequest,
     Processor,
+    ProcessorError,
     ProcessorResult,
     ProcessorTimeout,
     ProcessorUnavailable,
 )
 from service.adapters.processors.breaker import CircuitBreaker
 from service.adapters.processors.sandbox import SandboxProcessor
+from service.clock import Clock, system_clock
 from service.domain.processing import AUTHORIZE_NET_SANDBOX, ProcessorConfig, ProcessorName
+from service.metrics import record_processor_call
 from service.settings import ProcessorSettings
 
 T = TypeVar("T")
@@ -48,44 +53,66 @@ class GuardedProcessor:
         """Claim a call now (CircuitOpen if paused), before anything irreversible such as taking a CVC."""
         self.breaker.before_call()
 
-    async def _call(self, call: Callable[[], Awaitable[T]], *, admitted: bool = False) -> T:
+    async def _call(self, operation: str, call: Callable[[], Awaitable[T]], *, admitted: bool = False) -> T:
         if not admitted:
             self.breaker.before_call()
+        started, outcome = time.perf_counter(), "error"
         try:
             async with asyncio.timeout(self.timeout):
                 result = await call()
+            outcome = str(result.outcome) if isinstance(result, ProcessorResult) else "answered"
         except TimeoutError:
+            outcome = ProcessorTimeout.code
             self.breaker.record_failure()
             raise ProcessorTimeout(f"{self.name} did not answer within {self.timeout:g} s") from None
-        except (ProcessorTimeout, ProcessorUnavailable):
+        except (ProcessorTimeout, ProcessorUnavailable) as exc:
+            outcome = exc.code
             self.breaker.record_failure()
             raise
+        except ProcessorError as exc:
+            outcome = exc.code
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            record_processor_call(self.name, operation, outcome, time.perf_counter() - started)
         self.breaker.record_success()
         return result
 
     async def authorize(self, request: AuthorizationRequest, *, admitted: bool = False) -> ProcessorResult:
-        return await self._call(lambda: self.inner.authorize(request), admitted=admitted)
+        return await self._call("authorize", lambda: self.inner.authorize(request), admitted=admitted)
 
     async def capture(self, transaction_id: str, amount: int, currency: str) -> ProcessorResult:
-        return await self._call(lambda: self.inner.capture(transaction_id, amount, currency))
+        return await self._call("capture", lambda: self.inner.capture(transaction_id, amount, currency))
 
     async def void(self, transaction_id: str) -> ProcessorResult:
-        return await self._call(lambda: self.inner.void(transaction_id))
+        return await self._call("void", lambda: self.inner.void(transaction_id))
 
     async def refund(
         self, transaction_id: str, amount: int, currency: str, card_last4: str, *, admitted: bool = False
     ) -> ProcessorResult:
         return await self._call(
-            lambda: self.inner.refund(transaction_id, amount, currency, card_last4), admitted=admitted
+            "refund", lambda: self.inner.refund(transaction_id, amount, currency, card_last4), admitted=admitted
         )
 
 
 class ProcessorRegistry:
-    def __init__(self, settings: ProcessorSettings, session: aiohttp.ClientSession, ssl_context: ssl.SSLContext | None):
+    def __init__(
+        self,
+        settings: ProcessorSettings,
+        session: aiohttp.ClientSession,
+        ssl_context: ssl.SSLContext | None,
+        clock: Clock = system_clock,
+    ):
         self.settings = settings
         self.session = session
         self.ssl_context = ssl_context
-        self.sandbox = SandboxProcessor(slow_seconds=settings.sandbox_slow_seconds)
+        self.sandbox = SandboxProcessor(
+            slow_seconds=settings.sandbox_slow_seconds,
+            settlement_cutoff=dt.time.fromisoformat(settings.sandbox_settlement_cutoff),
+            clock=clock,
+        )
         self._breakers: dict[tuple[str, str, str], CircuitBreaker] = {}
         # Adapters by (agency, sealed configuration): opening the credentials and building the adapter
         # once per configuration, not on every charge. A changed configuration has new sealed bytes.

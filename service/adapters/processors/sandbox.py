@@ -20,15 +20,27 @@ or refunded is decided by the vault's own charge rules before it is called.
 
 AVS: postal code ``00000`` gives ``N`` (no match), any other ``Y``, none ``P``
 (not applicable).  CVC: sent gives ``pass``, absent ``unchecked``.
+
+Settlement, like a real processor's daily batch: a capture (a sale, or a
+later capture) settles at the first ``settlement_cutoff`` (UTC, on the app's
+clock) after it.  Until then it can be voided; after, a void is refused with
+``transaction_settled`` and it must be refunded.  The settlement time is
+written into the capture's transaction id (``sbx_<random>_<settles at>``), so
+the simulator stays stateless and every process of the vault agrees.  Refunds
+are approved before settlement too (a real gateway refuses them), so an
+integration can test a refund at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
+import re
 import secrets
 
-from service.adapters.processors.base import AuthorizationRequest, Outcome, ProcessorResult
+from service.adapters.processors.base import TRANSACTION_SETTLED, AuthorizationRequest, Outcome, ProcessorResult
+from service.clock import Clock, system_clock
 
 DECLINES = {
     "4000000000000002": "generic_decline",
@@ -53,8 +65,27 @@ _PROCESSING_ERROR_DIGEST = _digest(PROCESSING_ERROR)
 _SLOW_DIGEST = _digest(SLOW)
 
 
+DEFAULT_CUTOFF = dt.time(22, 0)  # 3 PM Pacific in summer, Authorize.Net's default transaction cut-off
+_CAPTURED_ID = re.compile(r"^(sbx_[0-9a-f]{20})_([0-9]{1,12})\Z")
+
+
 def _transaction_id() -> str:
     return "sbx_" + secrets.token_hex(10)
+
+
+def next_settlement(captured_at: float, cutoff: dt.time) -> int:
+    """The first daily cut-off (UTC) strictly after ``captured_at``."""
+    moment = dt.datetime.fromtimestamp(captured_at, tz=dt.UTC)
+    at = dt.datetime.combine(moment.date(), cutoff, tzinfo=dt.UTC)
+    if at <= moment:
+        at += dt.timedelta(days=1)
+    return int(at.timestamp())
+
+
+def settles_at_of(transaction_id: str) -> int | None:
+    """When a captured sandbox transaction settles; None for an authorization that was never captured."""
+    match = _CAPTURED_ID.match(transaction_id)
+    return int(match.group(2)) if match else None
 
 
 class SandboxProcessor:
@@ -62,8 +93,18 @@ class SandboxProcessor:
 
     name = "sandbox"
 
-    def __init__(self, *, slow_seconds: float = 30.0) -> None:
+    def __init__(
+        self, *, slow_seconds: float = 30.0, settlement_cutoff: dt.time = DEFAULT_CUTOFF, clock: Clock = system_clock
+    ) -> None:
         self.slow_seconds = slow_seconds
+        self.settlement_cutoff = settlement_cutoff
+        self.clock = clock
+
+    def _captured(self, transaction_id: str) -> tuple[str, int]:
+        """The id of a capture made now (the authorization's id plus its settlement time), and that time."""
+        settles_at = next_settlement(self.clock(), self.settlement_cutoff)
+        base = transaction_id.rsplit("_", 1)[0] if settles_at_of(transaction_id) is not None else transaction_id
+        return f"{base}_{settles_at}", settles_at
 
     def __repr__(self) -> str:
         return "SandboxProcessor()"
@@ -96,19 +137,33 @@ class SandboxProcessor:
                 avs_result=avs,
                 cvc_check=cvc_check,
             )
+        transaction_id, settles_at = _transaction_id(), None
+        if request.capture:
+            transaction_id, settles_at = self._captured(transaction_id)
         return ProcessorResult(
             Outcome.APPROVED,
-            _transaction_id(),
+            transaction_id,
             auth_code=secrets.token_hex(3).upper(),
             avs_result=avs,
             cvc_check=cvc_check,
             message="Approved.",
+            settles_at=settles_at,
         )
 
     async def capture(self, transaction_id: str, amount: int, currency: str) -> ProcessorResult:
-        return ProcessorResult(Outcome.APPROVED, transaction_id, message="Captured.")
+        captured_id, settles_at = self._captured(transaction_id)
+        return ProcessorResult(Outcome.APPROVED, captured_id, message="Captured.", settles_at=settles_at)
 
     async def void(self, transaction_id: str) -> ProcessorResult:
+        settles_at = settles_at_of(transaction_id)
+        if settles_at is not None and self.clock() >= settles_at:
+            return ProcessorResult(
+                Outcome.ERROR,
+                transaction_id,
+                decline_code=TRANSACTION_SETTLED,
+                message="The transaction has settled and can no longer be voided; refund it instead.",
+                settles_at=settles_at,
+            )
         return ProcessorResult(Outcome.APPROVED, transaction_id, message="Voided.")
 
     async def refund(self, transaction_id: str, amount: int, currency: str, card_last4: str) -> ProcessorResult:

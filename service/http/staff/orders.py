@@ -20,9 +20,17 @@ from service.domain.exports import csv_line
 from service.domain.order_form import STAFF_CHANNELS, check_order_form, format_amount, parse_amount
 from service.domain.staff import Permission, allows
 from service.domain.staff_sessions import StaffSession
+from service.http.elements import BRANDS_JS
 from service.http.staff.pages import StaffNotFound, apply_staff_headers, redirect, render, staff_context
 from service.http.staff.sessions import actor_of, check_csrf, read_form, require
-from service.staff_orders import OrderFilter, OrderRow, utc_day_bounds
+from service.staff_orders import (
+    NOT_SETTLED_MESSAGE,
+    SETTLED_MESSAGE,
+    OrderFilter,
+    OrderRow,
+    refundable,
+    utc_day_bounds,
+)
 
 RECENT_DAYS = 30
 
@@ -47,6 +55,7 @@ def _order_page(
             "values": values or {"channel": "phone"},
             "errors": errors or {},
             "channels": [str(c) for c in STAFF_CHANNELS],
+            "brands_sri": BRANDS_JS.sri,
         },
         status=status,
     )
@@ -74,6 +83,10 @@ async def submit_order(request: web.Request) -> web.Response:
     if check.order is None:
         return _order_page(request, session, nonce, values=check.keep, errors=check.errors, status=422)
     result = await ctx.orders.take(session, actor, nonce, check.order)
+    if result.kind == "limited":  # velocity limits: the same form (its nonce is free again), 429
+        page = _order_page(request, session, nonce, values=check.keep, errors=result.errors, status=429)
+        page.headers["Retry-After"] = str(result.retry_after)
+        return page
     if result.kind == "refused":
         if "form" in result.errors:
             nonce = await ctx.orders.new_form(session)
@@ -91,35 +104,51 @@ async def _visible_order(request: web.Request, session: StaffSession) -> OrderRo
     return row
 
 
-def _receipt_context(session: StaffSession, row: OrderRow, **extra: Any) -> dict[str, Any]:
+def _receipt_context(request: web.Request, session: StaffSession, row: OrderRow, **extra: Any) -> dict[str, Any]:
+    """The receipt offers Void while the sale can be voided (not settled as far as the vault knows), else Refund."""
     charge = row.charge
+    now = staff_context(request).clock()
+    acts = allows(session.role, Permission.VOID_REFUND)
+    voidable = charge.voidable(now)
     return {
         "title": f"Order {charge.order_reference or charge.id}",
         "session": session,
         "csrf": session.csrf,
         "row": row,
         "charge": charge,
-        "may_refund": allows(session.role, Permission.VOID_REFUND)
-        and charge.status is ChargeStatus.SUCCEEDED
-        and charge.amount_captured > charge.amount_refunded,
-        "may_void": allows(session.role, Permission.VOID_REFUND) and charge.status is ChargeStatus.REQUIRES_CAPTURE,
+        "voidable": voidable,
+        "settled": charge.settled(now),
+        "may_refund": acts and not voidable and refundable(charge),
+        "may_void": acts and voidable,
         "remaining": charge.amount_captured - charge.amount_refunded,
+        "error": "",
+        "notice": "",
         **extra,
     }
+
+
+def _refusal(request: web.Request, session: StaffSession, row: OrderRow, message: str) -> web.Response:
+    """The receipt with why this action is not possible now, and the action that is (409)."""
+    return render(request, "staff/receipt.html", _receipt_context(request, session, row, error=message), status=409)
 
 
 async def receipt(request: web.Request) -> web.Response:
     session = await require(request)
     row = await _visible_order(request, session)
     notice = "This form had already been submitted; here is the order it made." if request.query.get("again") else ""
-    return render(request, "staff/receipt.html", _receipt_context(session, row, notice=notice))
+    return render(request, "staff/receipt.html", _receipt_context(request, session, row, notice=notice))
 
 
 async def refund_confirm(request: web.Request) -> web.Response:
     session = await require(request, Permission.VOID_REFUND)
     row = await _visible_order(request, session)
-    nonce = await staff_context(request).orders.new_form(session, Action.REFUND, row.charge.id)
-    context = _receipt_context(session, row, nonce_field=nonce, action="refund", errors={})
+    ctx = staff_context(request)
+    if row.charge.voidable(ctx.clock()):
+        return _refusal(request, session, row, NOT_SETTLED_MESSAGE)
+    if not refundable(row.charge):
+        return _refusal(request, session, row, "This order has nothing left to refund.")
+    nonce = await ctx.orders.new_form(session, Action.REFUND, row.charge.id)
+    context = _receipt_context(request, session, row, nonce_field=nonce, action="refund", errors={})
     context["amount_value"] = format_amount(context["remaining"]).replace(",", "")
     return render(request, "staff/confirm.html", context)
 
@@ -135,7 +164,7 @@ async def refund_submit(request: web.Request) -> web.Response:
         amount = parse_amount(form.get("amount", ""))
     except ValueError as exc:
         context = _receipt_context(
-            session, row, nonce_field=form.get("form_id", ""), action="refund", errors={"amount": str(exc)}
+            request, session, row, nonce_field=form.get("form_id", ""), action="refund", errors={"amount": str(exc)}
         )
         context["amount_value"] = form.get("amount", "")[:20]
         return render(request, "staff/confirm.html", context, status=422)
@@ -146,8 +175,14 @@ async def refund_submit(request: web.Request) -> web.Response:
 async def void_confirm(request: web.Request) -> web.Response:
     session = await require(request, Permission.VOID_REFUND)
     row = await _visible_order(request, session)
-    nonce = await staff_context(request).orders.new_form(session, Action.VOID, row.charge.id)
-    return render(request, "staff/confirm.html", _receipt_context(session, row, nonce_field=nonce, action="void"))
+    ctx = staff_context(request)
+    if row.charge.settled(ctx.clock()):
+        return _refusal(request, session, row, SETTLED_MESSAGE)
+    if not row.charge.voidable(ctx.clock()):
+        return _refusal(request, session, row, f"A {row.charge.status} order cannot be voided.")
+    nonce = await ctx.orders.new_form(session, Action.VOID, row.charge.id)
+    context = _receipt_context(request, session, row, nonce_field=nonce, action="void", errors={})
+    return render(request, "staff/confirm.html", context)
 
 
 async def void_submit(request: web.Request) -> web.Response:
@@ -166,7 +201,7 @@ async def _after_action(
     fresh = await staff_context(request).orders.get(session, row.charge.id) or row
     status = 200 if kind == "done" else (409 if kind == "duplicate" else 422)
     context = _receipt_context(
-        session, fresh, notice=message if kind == "done" else "", error=message if kind != "done" else ""
+        request, session, fresh, notice=message if kind == "done" else "", error=message if kind != "done" else ""
     )
     return render(request, "staff/receipt.html", context, status=status)
 

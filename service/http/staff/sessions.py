@@ -84,8 +84,11 @@ async def current_session(request: web.Request) -> StaffSession | None:
         return None
     session = await ctx.sessions.get(ref.agency_id, ref.secret_hash)
     if session is None:
+        # Into the trail of the agency the cookie names, when it exists, so its auditors see a forged or
+        # foreign cookie aimed at them; otherwise the system's (an unknown id must not start a trail).
+        named = await ctx.accounts.agencies.store.agency(ref.agency_id)
         await ctx.auditor.record(
-            Actor.anonymous(client_address(request)),
+            Actor.anonymous(client_address(request), ref.agency_id if named is not None else ""),
             Action.SESSION_INVALID,
             Outcome.REFUSED,
             "-",

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-import re
 from pathlib import Path
 
 import pyotp
 import pytest
 
-from service.domain.brands import BRAND_PREFIXES
 from service.domain.exports import csv_line, safe_cell
 from service.domain.order_form import check_order_form, parse_amount
 from service.domain.staff import (
@@ -165,15 +162,6 @@ class TestOrderForm:
         """An expired card and a web channel are refused by field."""
         errors = check_order_form(self.form(expiry="01/20", channel="web"), TODAY).errors
         assert set(errors) >= {"expiry", "channel"}
-
-
-class TestBrandTableInJavaScript:
-    def test_order_form_script_mirrors_brand_prefixes(self) -> None:
-        """order-form.js's BRAND_PREFIXES equals service.domain.brands.BRAND_PREFIXES, in order."""
-        script = (REPO / "service/http/static/staff/order-form.js").read_text(encoding="utf-8")
-        table = re.search(r"BRAND_PREFIXES = (\[.*?\]);", script, re.S)
-        assert table is not None
-        assert json.loads(table.group(1)) == [[p.first, p.last, str(p.brand)] for p in BRAND_PREFIXES]
 
 
 class TestAuditRecord:

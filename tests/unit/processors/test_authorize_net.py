@@ -24,6 +24,7 @@ from service.adapters.processors.authorize_net import (
     AuthorizeNetProcessor,
 )
 from service.adapters.processors.base import (
+    TRANSACTION_SETTLED,
     AuthorizationRequest,
     CardDetails,
     Outcome,
@@ -282,10 +283,10 @@ class TestFollowUps:
     async def test_void_of_a_settled_capture_is_refused(
         self, processor: AuthorizeNetProcessor, fake: FakeAuthorizeNet
     ) -> None:
-        """A captured and settled charge cannot be voided: refund it instead."""
+        """A captured and settled charge cannot be voided (reason 16): reported as transaction_settled."""
         sale_id = await authorized(processor, capture=True)
         result = await processor.void(sale_id)
-        assert (result.outcome, result.decline_code) == (Outcome.ERROR, "processing_error")
+        assert (result.outcome, result.decline_code) == (Outcome.ERROR, TRANSACTION_SETTLED)
         assert fake.transactions[sale_id].status == "settledSuccessfully"
 
     async def test_unsettled_capture_can_be_voided(
@@ -331,14 +332,16 @@ class TestFollowUps:
 
     @pytest.mark.parametrize("operation", ["capture", "void", "refund"])
     async def test_unknown_transaction(self, processor: AuthorizeNetProcessor, operation: str) -> None:
-        """A transaction id the gateway does not know is reason 16, a processing error."""
+        """A transaction id the gateway does not know is reason 16, a processing error; for a void, reason 16 is
+        what a settled transaction gets too, and the vault voids only ids the gateway approved: settled."""
         if operation == "capture":
             result = await processor.capture("99999999999", 100, "usd")
         elif operation == "void":
             result = await processor.void("99999999999")
         else:
             result = await processor.refund("99999999999", 100, "usd", "4242")
-        assert (result.outcome, result.decline_code) == (Outcome.ERROR, "processing_error")
+        expected = TRANSACTION_SETTLED if operation == "void" else "processing_error"
+        assert (result.outcome, result.decline_code) == (Outcome.ERROR, expected)
         assert result.message == "The transaction cannot be found."
 
 

@@ -1,0 +1,76 @@
+"""Why Redis could not take a command, in one sentence an operator can act on.
+
+redis-py reports trouble as exception classes whose text has lost the
+server's error code (an ``OOM`` reply becomes ``OutOfMemoryError("command not
+allowed ...")``), and a Lua script that hits the same refusal reports it as a
+generic ``ResponseError`` whose text carries the code.  ``unavailable_reason``
+reads both forms and answers a reason for every refusal that means "the store
+cannot take this now" (unreachable, out of memory, read-only replica, wrong
+password, no master known to Sentinel, ...), or None for a programming error
+that must surface as a bug.  The reasons name settings, never hosts or
+values, because they reach /readyz and logs.
+"""
+
+from __future__ import annotations
+
+import redis.exceptions as redis_exc
+
+_READ_ONLY = (
+    "the server is a read-only replica: point redis.url at the master, or use a redis+sentinel:// URL "
+    "that follows failovers"
+)
+
+#: Error codes (the first word of the server's reply) that mean the store refuses for now.
+_REFUSALS: dict[str, str] = {
+    "OOM": "the server is out of memory (maxmemory reached, eviction policy noeviction) and refuses writes",
+    "READONLY": _READ_ONLY,
+    "MISCONF": "the server cannot persist to disk (MISCONF) and refuses writes",
+    "NOREPLICAS": "the server has fewer good replicas than its min-replicas-to-write and refuses writes",
+    "LOADING": "the server is loading its dataset",
+    "MASTERDOWN": "the replica lost its master (MASTERDOWN)",
+    "CLUSTERDOWN": "the cluster is down",
+    "TRYAGAIN": "the cluster is moving a slot (TRYAGAIN)",
+    "NOPERM": "the Redis user in redis.url lacks a permission the service needs (NOPERM)",
+    "NOAUTH": "the server requires a password that redis.url does not give (NOAUTH)",
+    "WRONGPASS": "the server refused the user name or password in redis.url (WRONGPASS)",
+    "BUSY": "the server is busy running a script",
+}
+
+
+def _reply_code(exc: redis_exc.RedisError) -> str | None:
+    """The server's error code, from the parsed status or from a script error's text."""
+    status = getattr(exc, "status_code", None)
+    if status in _REFUSALS:
+        return str(status)
+    text = str(exc)
+    for code in _REFUSALS:
+        if text.startswith(code) or f"-{code} " in text or f" {code} " in f" {text} ":
+            return code
+    return None
+
+
+def unavailable_reason(exc: BaseException) -> str | None:
+    """A reason when ``exc`` means the store cannot take the command now; None for a bug."""
+    from redis.asyncio.sentinel import MasterNotFoundError
+
+    if isinstance(exc, MasterNotFoundError):
+        return "no Sentinel in redis.url knows a master by the service name it gives (or none answers)"
+    if isinstance(exc, redis_exc.AuthenticationError):
+        return "the server refused the user name or password in redis.url"
+    if isinstance(exc, redis_exc.OutOfMemoryError):
+        return _REFUSALS["OOM"]
+    if isinstance(exc, redis_exc.ReadOnlyError):
+        return _READ_ONLY
+    if isinstance(exc, redis_exc.BusyLoadingError):
+        return _REFUSALS["LOADING"]
+    if isinstance(exc, redis_exc.TimeoutError):
+        return "the server did not answer within redis.socket_timeout"
+    if isinstance(exc, redis_exc.ConnectionError):
+        if "previous master is now a slave" in str(exc):
+            return "the master was demoted during a failover; reconnecting to the new one"
+        return "unreachable"
+    if isinstance(exc, redis_exc.RedisError):
+        code = _reply_code(exc)
+        if code is not None:
+            return _REFUSALS[code]
+    return None

@@ -1,0 +1,250 @@
+"""Real Redis topologies for tests: a master with replicas, and the same watched by Sentinels.
+
+Everything runs from the ``redis-server`` binary the suite already uses
+(``redis_server.redis_binary``), on random loopback ports, in the test's
+temporary directory; ``close()`` stops every process (SIGKILL for the ones a
+test left frozen).  Sentinels get small ``down-after-milliseconds`` and
+``failover-timeout`` so a failover takes a few seconds.  The Redis Cluster
+work adds its topology here too.
+
+    with SentinelTopology(tmp_path, replicas=2).start() as topo:
+        url = topo.sentinel_url()         # redis+sentinel://127.0.0.1:p1,.../cardvault
+        old = topo.kill_master()          # SIGKILL: the Sentinels promote a replica
+        new_master = topo.wait_for_failover(old)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import redis
+
+from tests.support.redis_server import RedisServer, free_port, redis_binary
+
+SERVICE_NAME = "cardvault"
+DOWN_AFTER_MS = 1000
+FAILOVER_TIMEOUT_MS = 4000
+START_TIMEOUT = 15.0
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(redis.RedisError, OSError):
+            if predicate():
+                return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class ReplicatedRedis:
+    """One master (AOF, fsync always, like RedisServer) and ``replicas`` replicas of it."""
+
+    def __init__(self, directory: Path, replicas: int = 1, *master_extra: str) -> None:
+        self.directory = directory
+        # A replica's first sync must not wait the default 5 s for more replicas to join it.
+        self.master = RedisServer(directory / "master", "--repl-diskless-sync-delay", "0", *master_extra)
+        self.replicas: list[RedisServer] = []
+        self.replica_count = replicas
+
+    @property
+    def url(self) -> str:
+        return self.master.url
+
+    def servers(self) -> list[RedisServer]:
+        return [self.master, *self.replicas]
+
+    def start(self) -> ReplicatedRedis:
+        self.master.start()
+        for index in range(self.replica_count):
+            replica = RedisServer(
+                self.directory / f"replica-{index}",
+                "--replicaof",
+                "127.0.0.1",
+                str(self.master.port),
+                "--replica-announce-ip",
+                "127.0.0.1",
+                "--repl-diskless-sync-delay",
+                "0",
+            )
+            self.replicas.append(replica.start())
+        self.wait_replicas_online(self.replica_count)
+        return self
+
+    def online_replicas(self, master: RedisServer | None = None) -> int:
+        info = (master or self.master).client().info("replication")
+        return sum(
+            1 for k, v in info.items() if k.startswith("slave") and isinstance(v, dict) and v["state"] == "online"
+        )
+
+    def wait_replicas_online(self, count: int, master: RedisServer | None = None) -> None:
+        """Online, done with the AOF rewrite that follows a sync, and acknowledging writes."""
+        wait_for(lambda: self.online_replicas(master) >= count, START_TIMEOUT, f"{count} replica(s) online")
+        wait_for(
+            lambda: all(int(r.client().info("persistence")["aof_rewrite_in_progress"]) == 0 for r in self._running()),
+            START_TIMEOUT,
+            "the replicas' AOF rewrites",
+        )
+        client = (master or self.master).client()
+        client.set("cv:test:replication-check", "1")
+        acked = int(client.execute_command("WAIT", count, int(START_TIMEOUT * 1000)))
+        assert acked >= count, f"{acked} of {count} replica(s) acknowledged a write"
+
+    def _running(self) -> list[RedisServer]:
+        return [r for r in self.replicas if r.process is not None and r.process.poll() is None]
+
+    def close(self) -> None:
+        for server in self.servers():
+            resume(server)
+            server.stop()
+
+    def __enter__(self) -> ReplicatedRedis:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+class SentinelServer:
+    """One ``redis-server sentinel.conf --sentinel`` process with its own directory and config file."""
+
+    def __init__(self, directory: Path, master_port: int, quorum: int) -> None:
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.master_port = master_port
+        self.quorum = quorum
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _write_config(self) -> Path:
+        path = self.directory / "sentinel.conf"
+        path.write_text(
+            "\n".join(
+                [
+                    f"port {self.port}",
+                    "bind 127.0.0.1",
+                    f"dir {self.directory}",
+                    f"logfile {self.directory / 'sentinel.log'}",
+                    "sentinel announce-ip 127.0.0.1",
+                    f"sentinel monitor {SERVICE_NAME} 127.0.0.1 {self.master_port} {self.quorum}",
+                    f"sentinel down-after-milliseconds {SERVICE_NAME} {DOWN_AFTER_MS}",
+                    f"sentinel failover-timeout {SERVICE_NAME} {FAILOVER_TIMEOUT_MS}",
+                    f"sentinel parallel-syncs {SERVICE_NAME} 1",
+                    "",
+                ]
+            )
+        )
+        return path
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2)
+
+    def start(self) -> SentinelServer:
+        for _ in range(5):
+            self.port = free_port()
+            config = self._write_config()
+            self.process = subprocess.Popen(
+                [redis_binary(), str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            try:
+                wait_for(lambda: self.client().ping(), 5, "a Sentinel to answer")
+                return self
+            except TimeoutError:
+                self.stop()
+        raise RuntimeError(f"redis sentinel did not start; see {self.directory / 'sentinel.log'}")
+
+    def master_address(self) -> tuple[str, int] | None:
+        reply = self.client().sentinel_get_master_addr_by_name(SERVICE_NAME)
+        return (reply[0], int(reply[1])) if reply else None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+class SentinelTopology(ReplicatedRedis):
+    """A master, its replicas, and ``sentinels`` Sentinels (quorum: a majority) watching them."""
+
+    def __init__(self, directory: Path, replicas: int = 1, sentinels: int = 3, *master_extra: str) -> None:
+        super().__init__(directory, replicas, *master_extra)
+        self.sentinel_count = sentinels
+        self.sentinels: list[SentinelServer] = []
+
+    def start(self) -> SentinelTopology:
+        super().start()
+        quorum = self.sentinel_count // 2 + 1
+        for index in range(self.sentinel_count):
+            sentinel = SentinelServer(self.directory / f"sentinel-{index}", self.master.port, quorum)
+            self.sentinels.append(sentinel.start())
+        # Ready when every Sentinel knows the replicas and the other Sentinels (they meet over hello messages).
+        wait_for(self._sentinels_agree, START_TIMEOUT, "the Sentinels to discover each other and the replicas")
+        return self
+
+    def _sentinels_agree(self) -> bool:
+        for sentinel in self.sentinels:
+            state = sentinel.client().sentinel_master(SERVICE_NAME)
+            if int(state["num-other-sentinels"]) < self.sentinel_count - 1:
+                return False
+            if int(state["num-slaves"]) < self.replica_count:
+                return False
+        return True
+
+    def sentinel_url(self, *, service_name: str = SERVICE_NAME, password: str | None = None) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        auth = f":{password}@" if password else ""
+        return f"redis+sentinel://{auth}{hosts}/{service_name}"
+
+    def current_master(self) -> RedisServer:
+        address = self.sentinels[0].master_address()
+        for server in self.servers():
+            if address is not None and server.port == address[1] and server.process is not None:
+                return server
+        raise LookupError(f"no running server is the master Sentinel names ({address})")
+
+    def kill_master(self) -> RedisServer:
+        """SIGKILL the current master (no flush, no goodbye); returns it."""
+        master = self.current_master()
+        master.kill()
+        return master
+
+    def wait_for_failover(self, old: RedisServer, timeout: float = 20.0) -> RedisServer:
+        """Wait until the Sentinels name a running replica as master and it accepts writes."""
+
+        def promoted() -> bool:
+            address = self.sentinels[0].master_address()
+            if address is None or address[1] == old.port:
+                return False
+            return bool(self.current_master().client().info("replication")["role"] == "master")
+
+        wait_for(promoted, timeout, "a Sentinel failover")
+        return self.current_master()
+
+    def close(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.stop()
+        super().close()
+
+
+def freeze(server: RedisServer) -> None:
+    """SIGSTOP: the server keeps its sockets but answers nothing."""
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+
+
+def resume(server: RedisServer) -> None:
+    if server.process is not None and server.process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server.process.pid, signal.SIGCONT)
