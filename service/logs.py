@@ -5,6 +5,12 @@ standard ``logging`` module (aiohttp, asyncio, redis), is rendered by one
 formatter whose last step before JSON runs the card redactor over the whole
 event, exception text included.  Request bodies are never logged; the access
 log records the path without its query string.
+
+The access line is written once per request, so :class:`AccessLogger` builds
+its event itself (what the structlog chain would add, in the same order) and
+hands the record straight to the standard logger: the same handlers, the same
+formatter, the same redaction, without the per-call logger construction and
+the caller lookup of ``logging`` (a tenth of a request's CPU before).
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from aiohttp.abc import AbstractAccessLogger
 
 from service.domain.redaction import redact_value
 from service.http.proxy import client_address, client_scheme
+
+ACCESS_LOGGER = "cardvault.access"
+_TIMESTAMPER = structlog.processors.TimeStamper(fmt="iso", utc=True)
 
 
 def redact_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -63,17 +72,36 @@ class AccessLogger(AbstractAccessLogger):
     """One structured line per request: method, path (no query), status, duration, request id, and the
     client's address and scheme (as the trusted proxy reported them, see ``service.http.proxy``)."""
 
+    def __init__(self, logger: logging.Logger, log_format: str) -> None:
+        super().__init__(logger, log_format)
+        self._stdlib = logging.getLogger(ACCESS_LOGGER)
+
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        structlog.get_logger("cardvault.access").info(
-            "request",
-            method=request.method,
-            path=request.path,
-            status=response.status,
-            duration_ms=round(time * 1000, 2),
-            request_id=response.headers.get("X-Request-Id"),
-            remote=client_address(request),
-            scheme=client_scheme(request),
+        stdlib = self._stdlib
+        if not stdlib.isEnabledFor(logging.INFO):
+            return
+        # What structlog's chain would make (merge_contextvars, add_log_level, add_logger_name, TimeStamper),
+        # in its key order.
+        event: dict[str, Any] = {
+            "method": request.method,
+            "path": request.path,
+            "status": response.status,
+            "duration_ms": round(time * 1000, 2),
+            "request_id": response.headers.get("X-Request-Id"),
+            "remote": client_address(request),
+            "scheme": client_scheme(request),
+            "event": "request",
+        }
+        for key, value in structlog.contextvars.get_contextvars().items():
+            event.setdefault(key, value)
+        event["level"] = "info"
+        event["logger"] = ACCESS_LOGGER
+        stamped = _TIMESTAMPER(None, "info", event)
+        # As structlog's ProcessorFormatter.wrap_for_formatter hands it over: the formatter redacts and renders it.
+        record = stdlib.makeRecord(
+            ACCESS_LOGGER, logging.INFO, __file__, 0, stamped, (), None, extra={"_logger": stdlib, "_name": "info"}
         )
+        stdlib.handle(record)
 
     @property
     def enabled(self) -> bool:

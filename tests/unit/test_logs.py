@@ -53,3 +53,36 @@ class TestRedaction:
         text = stream.getvalue()
         assert json.loads(text)["logger"] == "aiohttp.access"
         assert not leaks.cards_in_text(text)
+
+
+class TestAccessLine:
+    def test_is_what_the_structlog_chain_would_write(self, stream: io.StringIO) -> None:
+        """The access logger's direct record renders exactly as the same event through structlog (key order too),
+        redacted the same way."""
+        from aiohttp import web
+        from aiohttp.test_utils import make_mocked_request
+
+        from service.logs import AccessLogger
+
+        request = make_mocked_request("GET", f"/v1/tokens/{VISA}?q=1")
+        response = web.Response(status=404, headers={"X-Request-Id": "req_0123456789abcdef01234567"})
+        structlog.contextvars.bind_contextvars(worker=2)
+        try:
+            AccessLogger(logging.getLogger("aiohttp.access"), "").log(request, response, 0.01234)
+            structlog.get_logger("cardvault.access").info(
+                "request",
+                method="GET",
+                path=request.path,
+                status=404,
+                duration_ms=12.34,
+                request_id="req_0123456789abcdef01234567",
+                remote=None,
+                scheme="http",
+            )
+        finally:
+            structlog.contextvars.unbind_contextvars("worker")
+        direct, chained = (json.loads(line) for line in stream.getvalue().splitlines())
+        direct.pop("timestamp")
+        chained.pop("timestamp")
+        assert list(direct.items()) == list(chained.items())
+        assert not leaks.cards_in_text(stream.getvalue())
