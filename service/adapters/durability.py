@@ -24,6 +24,10 @@ which the start-up check and /readyz verify (``service.preflight``).
 A write that went through but could not be confirmed raises ``NotDurable``
 (a ``StoreUnavailable``: 503).  The write itself stays on the master; stores
 whose retry would otherwise find it half-done undo it (see ``charges_store``).
+
+Commands and pipelines of concurrent requests share round trips
+(``autopipeline``): a batch gets one confirmation after its last command, on
+its connection, which confirms every write in it.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 from redis.typing import ScriptTextT
 
+from service.adapters.autopipeline import AutoPipeline, batchable
 from service.errors import StoreUnavailable
 from service.settings import RedisSettings
 
@@ -194,7 +199,33 @@ class _Confirming:
 
 
 class DurablePipeline(_Confirming, Pipeline):  # type: ignore[misc]  # redis-py's own base conflict
-    """A pipeline whose writes are confirmed once, after its last command."""
+    """A pipeline whose writes are confirmed once, after its last command.
+
+    A plain one (no transaction, WATCH or script) joins its client's auto-pipeline batch.
+    """
+
+    autopipeline: AutoPipeline | None = None
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        batcher, stack = self.autopipeline, self.command_stack
+        if (
+            batcher is None
+            or not stack
+            or self.is_transaction
+            or self.explicit_transaction
+            or self.watching
+            or self.scripts
+            or self.connection is not None
+            or not all(batchable(args) for args, _ in stack)
+        ):
+            return list(await super().execute(raise_on_error))
+        try:
+            response = await batcher.group([(args, options) for args, options in stack])
+        finally:
+            await self.reset()  # type: ignore[no-untyped-call]
+        if raise_on_error:
+            self.raise_first_error(stack, response)
+        return response
 
     def _confirmation(self, commands: Iterable[tuple[tuple[Any, ...], Mapping[str, Any]]]) -> list[tuple[Any, ...]]:
         if any(needs_confirmation(args) for args, _ in commands):
@@ -230,7 +261,33 @@ class DurablePipeline(_Confirming, Pipeline):  # type: ignore[misc]  # redis-py'
 
 
 class DurableRedis(_Confirming, redis.Redis):  # type: ignore[misc]  # redis-py's own base conflict
-    """redis.asyncio.Redis that confirms every write under ``durability`` (set by ``make_client``)."""
+    """redis.asyncio.Redis that confirms every write under ``durability`` (set by ``make_client``).
+
+    Commands and plain pipelines of concurrent callers are auto-pipelined (``autopipeline``) unless
+    ``autopipelining`` is False; a client bound to one connection never is.
+    """
+
+    autopipelining: bool = True
+    _batcher: AutoPipeline | None = None
+
+    def _autopipeline(self) -> AutoPipeline | None:
+        if not self.autopipelining or self.connection is not None or self.single_connection_client:
+            return None
+        if self._batcher is None:
+            self._batcher = AutoPipeline(self, self._batch_confirmation, self._check, needs_confirmation)
+        return self._batcher
+
+    def _batch_confirmation(self, commands: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        return self.durability.commands() if any(needs_confirmation(args) for args in commands) else []
+
+    def _check(self, replies: Sequence[Any]) -> None:
+        self.durability.check(replies)
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        batcher = self._autopipeline()
+        if batcher is None or not batchable(args):
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        return await batcher.command(args, options)
 
     def register_script(self, script: ScriptTextT) -> AsyncScript:  # type: ignore[override]  # the async mixin's type
         registered = super().register_script(script)
@@ -241,6 +298,7 @@ class DurableRedis(_Confirming, redis.Redis):  # type: ignore[misc]  # redis-py'
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> DurablePipeline:
         pipe = DurablePipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
         pipe.durability = self.durability
+        pipe.autopipeline = self._autopipeline()
         return pipe
 
 
