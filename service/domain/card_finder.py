@@ -76,6 +76,11 @@ def contains_card_number(text: str) -> bool:
     return next(iter_card_numbers(text), None) is not None
 
 
+def may_contain_card_number(text: str) -> bool:
+    """False only when ``text`` surely holds no card number (no twelve digits close enough to form one)."""
+    return _MAYBE_CARD.search(text) is not None
+
+
 def iter_card_numbers(text: str) -> Iterator[CardMatch]:
     if _MAYBE_CARD.search(text) is None:
         return

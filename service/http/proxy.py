@@ -33,6 +33,7 @@ recorded: they read them through ``client_address`` and ``client_scheme``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -104,8 +105,14 @@ def peer_address(request: web.BaseRequest) -> IPAddress | None:
     peername = transport.get_extra_info("peername") if transport is not None else None
     if not isinstance(peername, tuple) or not peername:
         return None
+    return _parse_peer(peername[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_peer(host: str) -> IPAddress | None:
+    """Parsed once per distinct peer: every request asks, and parsing is a few microseconds of pure Python."""
     try:
-        return unmapped(ipaddress.ip_address(peername[0]))
+        return unmapped(ipaddress.ip_address(host))
     except ValueError:
         return None
 

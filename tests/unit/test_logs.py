@@ -4,9 +4,12 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.logs import configure_logging
 from tests.support import leaks
@@ -86,3 +89,26 @@ class TestAccessLine:
         chained.pop("timestamp")
         assert list(direct.items()) == list(chained.items())
         assert not leaks.cards_in_text(stream.getvalue())
+
+
+class TestRedactEventShortcut:
+    @settings(max_examples=400, deadline=None)
+    @given(
+        st.dictionaries(
+            st.sampled_from(["event", "path", "number", "cvc", "status", "note", "n", "request_id", "x"]),
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.floats(allow_nan=False)
+            | st.text(alphabet="0123456789 .-ab\x00", max_size=40)
+            | st.sampled_from([VISA, f"card {AMEX}", "4242 4242 4242 4242", "req_0123456789abcdef01234567"])
+            | st.lists(st.integers(), max_size=2),
+            max_size=8,
+        )
+    )
+    def test_flat_events_come_out_as_the_full_walk_makes_them(self, event: dict[str, Any]) -> None:
+        """Whether or not the one-search shortcut applies, the result is what redact_value makes of the event."""
+        from service.domain.redaction import redact_value
+        from service.logs import redact_event
+
+        assert redact_event(None, "info", dict(event)) == redact_value(dict(event))
