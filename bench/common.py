@@ -351,15 +351,19 @@ def cardvault_env(settings: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def spawn_cardvault(workdir: Path, settings: Mapping[str, str] | None = None) -> Target:
-    """`cardvault serve` in ``workdir/cardvault`` on a free port, with embedded defaults plus ``settings``
-    (``CARDVAULT_*`` variables)."""
-    data_dir = workdir / "cardvault"
+def spawn_cardvault(
+    workdir: Path, settings: Mapping[str, str] | None = None, *, workers: int = 1, name: str = "cardvault"
+) -> Target:
+    """`cardvault serve` in ``workdir/<name>`` on a free port, with embedded defaults plus ``settings``
+    (``CARDVAULT_*`` variables); with ``workers`` > 1, `serve --workers N` (a supervisor and N workers)."""
+    data_dir = workdir / name
     port = free_port()
     base_url = f"https://127.0.0.1:{port}"
-    log_path = workdir / "cardvault.log"
+    log_path = workdir / f"{name}.log"
     env = cardvault_env(settings)
     argv = [*cardvault_command(), "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port)]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
     log(f"starting {' '.join(argv)}")
     process = popen(argv, log_path, env)
     cert = data_dir / "tls" / "dev-cert.pem"
@@ -391,7 +395,7 @@ def spawn_cardvault(workdir: Path, settings: Mapping[str, str] | None = None) ->
         return problems
 
     return Target(
-        name="cardvault",
+        name=name,
         base_url=base_url,
         key=key,
         ssl_context=ssl.create_default_context(cafile=str(cert)),

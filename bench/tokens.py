@@ -325,6 +325,30 @@ def run_spawned(
             report["targets"].append(result)
 
 
+def target_name(workers: int) -> str:
+    """``cardvault`` for one process (what the reference is compared with), ``cardvault-w2`` for two workers."""
+    return "cardvault" if workers == 1 else f"cardvault-w{workers}"
+
+
+def worker_scaling(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Throughput of each ``--workers N`` target over the one-process target's, per operation."""
+    by_name = {r["name"]: r for r in results if "ops" in r}
+    one = by_name.get("cardvault")
+    if one is None:
+        return {}
+    out: dict[str, Any] = {}
+    for name, result in by_name.items():
+        if name == "cardvault":
+            continue
+        out[name] = {
+            op: round(result["ops"][op]["requests_per_s"] / one["ops"][op]["requests_per_s"], 3)
+            if one["ops"][op]["requests_per_s"]
+            else None
+            for op in ("POST", "GET")
+        }
+    return out
+
+
 def ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
     by_name = {r["name"]: r for r in results}
     ours, ref = by_name.get("cardvault"), by_name.get("reference")
@@ -365,7 +389,7 @@ def render(report: dict[str, Any]) -> str:
         "",
     ]
     header = (
-        f"{'target':<10} {'op':<4} {'requests':>9} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} "
+        f"{'target':<12} {'op':<4} {'requests':>9} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} "
         f"{'p99 ms':>8} {'max ms':>8}  {'server RSS MiB':>16}  {'CPU% srv/redis/gen/other':>24}"
     )
     lines += [header, "-" * len(header)]
@@ -375,7 +399,7 @@ def render(report: dict[str, Any]) -> str:
             rss = f"{mib(s['rss_before_bytes'])} -> {mib(s['rss_after_bytes'])}"
             cpu = "/".join(pct(s["cpu_percent"].get(k)) for k in ("server", "redis", "generator", "other"))
             lines.append(
-                f"{target['name']:<10} {op:<4} {s['requests']:>9} {s['errors']:>7} {s['requests_per_s']:>9.1f} "
+                f"{target['name']:<12} {op:<4} {s['requests']:>9} {s['errors']:>7} {s['requests_per_s']:>9.1f} "
                 f"{ms(s['p50_ms']):>8} {ms(s['p90_ms']):>8} {ms(s['p99_ms']):>8} {ms(s['max_ms']):>8}  {rss:>16}"
                 f"  {cpu:>24}"
             )
@@ -398,7 +422,7 @@ def render(report: dict[str, Any]) -> str:
             delta = post["redis_used_memory_after"] - post["redis_used_memory_before"]
             redis_info = target.get("redis", {})
             lines.append(
-                f"redis used_memory {target['name']:<10} {delta / 2**20:+8.2f} MiB for {post['ok']} tokens = "
+                f"redis used_memory {target['name']:<12} {delta / 2**20:+8.2f} MiB for {post['ok']} tokens = "
                 f"{post['redis_bytes_per_token']} B/token (redis {redis_info.get('version')}, "
                 f"{redis_info.get('mem_allocator')}, appendfsync {redis_info.get('appendfsync')})"
             )
@@ -415,6 +439,10 @@ def render(report: dict[str, Any]) -> str:
             r = ratio[op]
             lines.append(f"  {op:<4} req/s x{fmt(r['throughput'])}   p50 x{fmt(r['p50'])}   p99 x{fmt(r['p99'])}")
         lines.append(f"  redis bytes per token x{fmt(ratio['redis_bytes_per_token'])}")
+    for name, scaling in (report.get("worker_scaling") or {}).items():
+        lines.append("")
+        lines.append(f"throughput {name} / cardvault (one process)")
+        lines.append(f"  POST x{fmt(scaling['POST'])}   GET x{fmt(scaling['GET'])}")
     if notes:
         lines += ["", "errors, problems and notes:"] + [f"  {n}" for n in notes]
     if report.get("kept"):
@@ -446,6 +474,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="give the reference's Redis a unix socket like cardvault's embedded one (default: TCP on a free port)",
     )
+    where.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        metavar="N",
+        help="with --spawn: run cardvault with each of these `serve --workers N`, one after the other [1]",
+    )
     where.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data) after the run")
     load = parser.add_argument_group("load")
     load.add_argument("--connections", "-c", type=int, default=64, help="concurrent connections [64]")
@@ -470,6 +506,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--connections must be 1..1024")
     if args.duration <= 0 or args.duration > 3600:
         parser.error("--duration must be in (0, 3600] seconds")
+    if args.workers != [1] and not args.spawn:
+        parser.error("--workers needs --spawn")
+    if not all(1 <= n <= 64 for n in args.workers) or len(set(args.workers)) != len(args.workers):
+        parser.error("--workers takes distinct counts from 1 to 64")
+    if args.compare_reference and args.workers[0] != 1:
+        parser.error("--compare-reference compares one worker each: start --workers with 1 (e.g. --workers 1 2)")
     if args.requests is not None and args.requests < 1:
         parser.error("--requests must be at least 1")
     if not 0 < args.max_duration <= 3600:
@@ -494,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
             "body_bytes": len(body),
             "no_cvc": args.no_cvc,
             "metadata_keys": args.metadata,
+            "workers": args.workers,
         },
         "machine": machine_info(),
         "targets": [],
@@ -524,9 +567,12 @@ def main(argv: list[str] | None = None) -> int:
                     reference = (args.reference or default_reference_path()).resolve()
                     if not reference.is_file():
                         raise BenchError(f"reference app not found at {reference} (give --reference PATH)")
-                run_spawned(runner, spawn_cardvault(workdir), args, body, report)
+                for workers in args.workers:
+                    name = target_name(workers)
+                    run_spawned(runner, spawn_cardvault(workdir, workers=workers, name=name), args, body, report)
+                report["worker_scaling"] = worker_scaling(report["targets"])
                 if args.compare_reference:
-                    tls_dir = workdir / "cardvault" / "tls"  # the same generated certificate for both
+                    tls_dir = workdir / target_name(args.workers[0]) / "tls"  # the same generated certificate for both
                     cert, key = tls_dir / "dev-cert.pem", tls_dir / "dev-key.pem"
                     ref = spawn_reference(workdir, reference, cert, key, args.reference_redis_unix)
                     run_spawned(runner, ref, args, body, report)
