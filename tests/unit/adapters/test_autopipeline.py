@@ -172,3 +172,31 @@ class TestErrorsStayWithTheirCaller:
         results = await asyncio.gather(*(client.get("cv:test:ap:k") for _ in range(5)), return_exceptions=True)
         assert all(r == b"1" or isinstance(r, redis.exceptions.ConnectionError) for r in results)
         assert await client.get("cv:test:ap:k") == b"1"
+
+
+class TestPacking:
+    @pytest.mark.parametrize(
+        "commands",
+        [
+            [("SET", "k", "välue", b"\x00\xff\r\n", 12, -5, 2**70), ("GET", "k")],
+            [("EVALSHA", "a" * 40, 3, "x", b"y", 0)],
+            [("CONFIG GET", "maxmemory")],
+            [("SET", "k", 1.5), ("SET", "k", True)],
+            [("SET", "k", memoryview(b"v"))],
+        ],
+    )
+    def test_is_byte_for_byte_what_redis_py_packs(self, commands: list[tuple[object, ...]]) -> None:
+        """hiredis's packer where it is exactly redis-py's; redis-py's own for anything else (or its error)."""
+        from redis.asyncio.connection import Connection
+        from redis.exceptions import DataError
+
+        from service.adapters.autopipeline import pack
+
+        conn = Connection()
+        try:
+            expected = b"".join(conn.pack_commands(commands))
+        except DataError:
+            with pytest.raises(DataError):
+                pack(conn, commands)
+            return
+        assert b"".join(pack(conn, commands)) == expected
