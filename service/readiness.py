@@ -17,6 +17,7 @@ from typing import Any
 import redis.asyncio as redis
 
 from service.adapters.durability import DurableRedis
+from service.adapters.redis_base import is_cluster
 from service.adapters.redis_inspect import ServerFacts, inspect_server, probe_write
 from service.adapters.sentinel import is_sentinel_url
 from service.errors import StoreUnavailable
@@ -41,13 +42,21 @@ class RedisReadiness:
 
 def _report(settings: RedisSettings, client: redis.Redis, facts: ServerFacts) -> dict[str, Any]:
     confirmed_by = client.durability.confirmed_by if isinstance(client, DurableRedis) else "nothing"
-    return {
+    topology = "standalone"
+    if settings.url and is_sentinel_url(settings.url):
+        topology = "sentinel"
+    elif is_cluster(client):
+        topology, confirmed_by = "cluster", "appendfsync always on every master"
+    report = {
         "contract": settings.durability,
         "replicas_required": settings.replicas if "replicas" in settings.durability else 0,
         "confirmed_by": confirmed_by,
-        "topology": "sentinel" if settings.url and is_sentinel_url(settings.url) else "standalone",
+        "topology": topology,
         **facts.report(),
     }
+    if topology == "cluster":
+        report["masters"] = facts.masters
+    return report
 
 
 async def redis_readiness(settings: RedisSettings, client: redis.Redis) -> RedisReadiness:

@@ -4,7 +4,7 @@
 already stored.  For one agency it re-wraps the agency's keys under the
 current master key, then walks its token and CVC ciphertexts and re-seals each
 one still under an older version, with a compare-and-swap that keeps the TTL
-so a concurrent delete or rewrite always wins.  Progress (the SCAN cursor,
+so a concurrent delete or rewrite always wins.  Progress (the scan position,
 tagged with the data-key version the pass moves data to) is saved after every
 batch, so an interrupted run resumes where it stopped; a pass toward an older
 version (a rotation happened since) starts over, because what it skipped is
@@ -36,19 +36,19 @@ def cursor_key(agency_id: str) -> str:
     return f"cv:{{{agency_id}}}:rewrap-cursor"
 
 
-def cursor_value(version: int, cursor: int) -> str:
-    """What is saved after a batch: the target version and the SCAN cursor to continue from."""
-    return f"v{version}:{cursor}"
+def cursor_value(version: int, position: str) -> str:
+    """What is saved after a batch: the target version and the scan position to continue from."""
+    return f"v{version}:{position}"
 
 
-def saved_cursor(saved: bytes | None, version: int) -> int:
-    """Where to resume a pass toward ``version``: 0 (the start) unless the saved pass had that target."""
+def saved_cursor(saved: bytes | None, version: int) -> str:
+    """Where to resume a pass toward ``version``: "" (the start) unless the saved pass had that target."""
     if not saved:
-        return 0
-    target, _, cursor = saved.decode("ascii", "replace").partition(":")
-    if target != f"v{version}" or not cursor.isdigit():
-        return 0
-    return int(cursor)
+        return ""
+    target, _, position = saved.decode("ascii", "replace").partition(":")
+    if target != f"v{version}":
+        return ""
+    return position
 
 
 @dataclass

@@ -261,8 +261,8 @@ class RedisSchema(_Section):
         load_default=None,
         allow_none=True,
         validate=validate.Regexp(
-            r"^(redis|rediss|unix|redis\+sentinel)://",
-            error="must start with redis://, rediss://, unix:// or redis+sentinel://",
+            r"^(redis|rediss|unix|redis\+sentinel|redis\+cluster|rediss\+cluster)://",
+            error="must start with redis://, rediss://, unix://, redis+sentinel://, redis+cluster:// or rediss+cluster://",
         ),
     )
     socket_timeout = fields.Float(load_default=RedisSettings.socket_timeout, validate=validate.Range(0.1, 60))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 from service.adapters.store import VaultStore
 from service.agencies import Principal
@@ -101,8 +102,11 @@ class Vault:
         velocity = self.velocity
         gate = velocity.plan(Action.TOKENS, principal.agency, subject, stored.fingerprint) if velocity else None
         for _ in range(ID_ATTEMPTS):
-            token_id = (
-                new_opaque_token_id() if request.format is TokenFormat.OPAQUE else make_pan_shaped(request.number)
+            token_id = self.store.new_token_id(
+                stored.fingerprint,
+                new_opaque_token_id
+                if request.format is TokenFormat.OPAQUE
+                else partial(make_pan_shaped, request.number),
             )
             async with enforce(velocity, gate, subject):
                 result = await self.store.put_token(

@@ -15,7 +15,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -29,6 +29,7 @@ from service.settings import Settings
 from service.settings_loader import load_settings
 from tests.support import leaks
 from tests.support.redis_server import RedisServer
+from tests.support.redis_topologies import RedisClusterTopology
 
 
 class LeakSources:
@@ -94,9 +95,18 @@ def aiohttp_client(aiohttp_client: Any) -> Any:
     return make
 
 
+#: ``CARDVAULT_TEST_REDIS=cluster``: the session's Redis is a Redis Cluster of three masters instead of one
+#: server, so the same tests run against the cluster (README, "Redis topologies").
+TEST_TOPOLOGY = os.environ.get("CARDVAULT_TEST_REDIS", "standalone")
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    server: RedisServer
+    if TEST_TOPOLOGY == "cluster":
+        server = cast(RedisServer, RedisClusterTopology(tmp_path_factory.mktemp("redis-cluster")).start())
+    else:
+        server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     _SOURCES.redis_servers.append(server)
     yield server  # noqa: PT022 - the leak guard stops it after scanning it
 

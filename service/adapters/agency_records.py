@@ -9,7 +9,7 @@ every ciphertext of the agency unreadable.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -20,9 +20,12 @@ from service.adapters.keyring import WrappedAgencyKeys
 from service.adapters.redis_base import (
     AGENCIES_KEY,
     SYSTEM_KEY,
+    agency_control_pattern,
+    agency_data_pattern,
     agency_key,
     api_key_key,
     redis_errors,
+    scan_batches,
     text_of,
 )
 from service.domain.agencies import Agency, AgencyStatus, KeyKind
@@ -30,11 +33,11 @@ from service.domain.processing import ProcessorConfig, destinations_from_json
 from service.domain.velocity import VelocityOverrides
 
 _RESOLVE_API_KEY = """
--- KEYS: api key entry.  Returns {entry, agency hash as a flat list} or false.
+-- KEYS: api key entry.  ARGV: agency key prefix.  Returns {entry, agency hash as a flat list} or false.
 local entry = redis.call('GET', KEYS[1])
 if not entry then return false end
 local agency_id = string.match(entry, '^(%S+)')
-return {entry, redis.call('HGETALL', 'cv:{' .. agency_id .. '}:agency')}
+return {entry, redis.call('HGETALL', ARGV[1] .. agency_id)}
 """
 
 _CREATE_AGENCY = """
@@ -174,7 +177,7 @@ class AgencyRecords:
     async def resolve_api_key(self, key_hash: str) -> tuple[KeyKind, AgencyRow] | None:
         """The key's kind and its agency in one round trip, or None for an unknown key."""
         with redis_errors():
-            found = await self._resolve_api_key(keys=[api_key_key(key_hash)])
+            found = await self._resolve_api_key(keys=[api_key_key(key_hash)], args=[agency_key("")])
         if not found:
             return None
         entry, flat = found
@@ -245,17 +248,8 @@ class AgencyRecords:
                     pipe.delete(api_key_key(key_hash))
                 await pipe.execute()
             removed = 0
-            async for batch in self._scan_batches(f"cv:{{{agency_id}}}:*"):
-                doomed = [k for k in batch if text_of(k) != record]
-                if doomed:
-                    removed += int(await self.redis.unlink(*doomed))
+            for pattern in (agency_control_pattern(agency_id), agency_data_pattern(agency_id)):
+                async for _, batch in scan_batches(self.redis, pattern):
+                    if batch:
+                        removed += int(await self.redis.unlink(*batch))  # split per slot on a cluster
         return removed
-
-    async def _scan_batches(self, pattern: str) -> AsyncIterator[list[bytes]]:
-        cursor = 0
-        while True:
-            cursor, keys = await self.redis.scan(cursor=cursor, match=pattern, count=500)
-            if keys:
-                yield cast(list[bytes], keys)
-            if cursor == 0:
-                return

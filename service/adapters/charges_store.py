@@ -1,12 +1,25 @@
 """Redis records of charges: created once, updated by compare-and-swap, indexed by order reference.
 
-    cv:{<agency>}:ch:<charge id>        string  charge JSON (no card number: brand, last four, processor ids)
-    cv:{<agency>}:order:<reference>     set     charge ids with that order reference
+    cv:{<agency>.<s>}:ch:<charge id>        string  charge JSON (no card number: brand, last four, processor ids)
+    cv:{<agency>.<s>}:chlock:<charge id>    string  held while a capture, void or refund is at the processor
+    cv:{<agency>.<s>}:order:<reference>     set     charge ids with that order reference
+
+Each lives in the data shard of its own id or reference (``redis_base``): a
+charge id comes from the Idempotency-Key alone, so a retry finds its charge
+without knowing the token.
 
 Starting a charge is one script and one round trip: it creates the charge
 record only if that id is new (so a retried request can never reach the
 processor twice), reads the token's ciphertext and takes (reads and deletes)
 its CVC, because a CVC dies at the first authorization that uses it.
+
+On a Redis Cluster the charge, the token and the order index are on
+different slots, so the start is three steps instead (``_start_on_cluster``):
+index the id, claim the charge id (an existing record wins, as above), then
+take the token and CVC; a token found gone releases the claim.  A crash
+between the claim and the take leaves a record ``unknown`` that never reached
+the processor, like a crash just after the single script.  Readers of the
+index skip ids without a record of that reference.
 
 A start that Redis applied but could not confirm durable (``NotDurable``: the
 processor is not called) is undone before the 503, so a retry with the same
@@ -15,13 +28,14 @@ Idempotency-Key charges normally instead of finding a charge stuck ``unknown``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as redis
 
 from service.adapters.durability import NotDurable
-from service.adapters.redis_base import cvc_key, redis_errors, token_key
+from service.adapters.redis_base import cvc_key, data_prefix, get_many, is_cluster, redis_errors, shard_of, token_key
 from service.adapters.velocity_store import GatedScript
 from service.domain.velocity import GatePlan
 from service.errors import StoreUnavailable
@@ -53,21 +67,55 @@ _FORGET_START_LUA = """
 -- KEYS: charge, order index (or '').  ARGV: the record start wrote, charge id.  Only that record goes.
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  if KEYS[2] ~= '' then redis.call('SREM', KEYS[2], ARGV[2]) end
+  if KEYS[2] and KEYS[2] ~= '' then redis.call('SREM', KEYS[2], ARGV[2]) end
   return 1
 end
 return 0
+"""
+
+_CLAIM_CHARGE_LUA = """
+-- KEYS: charge.  ARGV: charge JSON.  Returns {'exists', charge} | {'claimed'}.
+local existing = redis.call('GET', KEYS[1])
+if existing then return {'exists', existing} end
+redis.call('SET', KEYS[1], ARGV[1])
+return {'claimed'}
+"""
+
+_TAKE_CARD_LUA = """
+-- KEYS: token, cvc.  Returns {'no_token'} | {'started', token blob, cvc blob or false}; the CVC is deleted.
+local card = redis.call('GET', KEYS[1])
+if not card then return {'no_token'} end
+local cvc = redis.call('GET', KEYS[2])
+if cvc then redis.call('DEL', KEYS[2]) end
+return {'started', card, cvc}
 """
 
 ORDER_READ_LIMIT = 1000  # the API shows the oldest 100 of these
 
 
 def charge_key(agency_id: str, charge_id: str) -> str:
-    return f"cv:{{{agency_id}}}:ch:{charge_id}"
+    return f"{data_prefix(agency_id, shard_of(charge_id))}ch:{charge_id}"
+
+
+def charge_lock_key(agency_id: str, charge_id: str) -> str:
+    return f"{data_prefix(agency_id, shard_of(charge_id))}chlock:{charge_id}"
 
 
 def order_key(agency_id: str, reference: str) -> str:
-    return f"cv:{{{agency_id}}}:order:{reference}"
+    return f"{data_prefix(agency_id, shard_of(reference))}order:{reference}"
+
+
+def _outcome(reply: list[Any]) -> str:
+    return reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+
+
+def _started(reply: list[Any]) -> StartedCharge:
+    outcome = _outcome(reply)
+    if outcome == "exists":
+        return StartedCharge("exists", existing=reply[1])
+    if outcome == "no_token":
+        return StartedCharge("no_token")
+    return StartedCharge("started", card_blob=reply[1], cvc_blob=reply[2] or None)
 
 
 @dataclass(frozen=True)
@@ -84,6 +132,9 @@ class ChargeStore:
         self._start = GatedScript(client, _START_CHARGE_LUA)  # the velocity gate rides in the same round trip
         self._replace = client.register_script(_REPLACE_LUA)
         self._forget_start = client.register_script(_FORGET_START_LUA)
+        self._on_cluster = is_cluster(client)
+        self._claim = client.register_script(_CLAIM_CHARGE_LUA)
+        self._take_card = client.register_script(_TAKE_CARD_LUA)
 
     async def start(
         self,
@@ -95,6 +146,8 @@ class ChargeStore:
         gate: GatePlan | None = None,
     ) -> StartedCharge:
         """With a ``gate`` the velocity limits are checked first (LimitExceeded: nothing written, CVC kept)."""
+        if self._on_cluster:
+            return await self._start_on_cluster(agency_id, charge_id, token_id, record, order_reference, gate)
         try:
             with redis_errors():
                 reply = await self._start(
@@ -110,12 +163,33 @@ class ChargeStore:
         except NotDurable:
             await self._undo_start(agency_id, charge_id, record, order_reference)
             raise
-        outcome = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-        if outcome == "exists":
-            return StartedCharge("exists", existing=reply[1])
-        if outcome == "no_token":
-            return StartedCharge("no_token")
-        return StartedCharge("started", card_blob=reply[1], cvc_blob=reply[2] or None)
+        return _started(reply)
+
+    async def _start_on_cluster(
+        self,
+        agency_id: str,
+        charge_id: str,
+        token_id: str,
+        record: bytes,
+        order_reference: str | None,
+        gate: GatePlan | None,
+    ) -> StartedCharge:
+        """The start in per-slot steps (module docstring); the gate is its own script (``GatedScript``)."""
+        await self._start.check_gate(gate)
+        try:
+            with redis_errors():
+                if order_reference:
+                    await self.redis.sadd(order_key(agency_id, order_reference), charge_id)
+                claimed = await self._claim(keys=[charge_key(agency_id, charge_id)], args=[record])
+                if _outcome(claimed) == "exists":
+                    return _started(claimed)
+                taken = await self._take_card(keys=[token_key(agency_id, token_id), cvc_key(agency_id, token_id)])
+        except NotDurable:
+            await self._undo_start(agency_id, charge_id, record, None)
+            raise
+        if _outcome(taken) == "no_token":
+            await self._undo_start(agency_id, charge_id, record, None)
+        return _started(taken)
 
     async def token_blob(self, agency_id: str, token_id: str) -> bytes | None:
         """The token's card ciphertext, or None: what a charge's per-card velocity limit reads first."""
@@ -124,10 +198,12 @@ class ChargeStore:
 
     async def _undo_start(self, agency_id: str, charge_id: str, record: bytes, order_reference: str | None) -> None:
         """Best effort: refused or unconfirmed for the same reason as the start, it is still applied on the master."""
-        order = order_key(agency_id, order_reference) if order_reference else ""
+        keys = [charge_key(agency_id, charge_id)]
+        if order_reference:
+            keys.append(order_key(agency_id, order_reference))
         try:
             with redis_errors():
-                await self._forget_start(keys=[charge_key(agency_id, charge_id), order], args=[record, charge_id])
+                await self._forget_start(keys=keys, args=[record, charge_id])
         except StoreUnavailable:
             pass
 
@@ -145,14 +221,15 @@ class ChargeStore:
             ids = list(cast(set[bytes], await self.redis.smembers(order_key(agency_id, reference))))[:ORDER_READ_LIMIT]
             if not ids:
                 return []
-            values = await self.redis.mget([charge_key(agency_id, i.decode()) for i in ids])
-        return [v for v in cast(list[bytes | None], values) if v is not None]
+            values = await get_many(self.redis, [charge_key(agency_id, i.decode()) for i in ids])
+        # On a cluster the index is written before the charge starts: skip ids that never started as this order.
+        return [v for v in values if v is not None and json.loads(v).get("order_reference") == reference]
 
     async def lock(self, agency_id: str, charge_id: str, ttl: int) -> bool:
         """One capture/void/refund at a time per charge."""
         with redis_errors():
-            return bool(await self.redis.set(f"cv:{{{agency_id}}}:chlock:{charge_id}", "1", nx=True, ex=ttl))
+            return bool(await self.redis.set(charge_lock_key(agency_id, charge_id), "1", nx=True, ex=ttl))
 
     async def unlock(self, agency_id: str, charge_id: str) -> None:
         with redis_errors():
-            await self.redis.delete(f"cv:{{{agency_id}}}:chlock:{charge_id}")
+            await self.redis.delete(charge_lock_key(agency_id, charge_id))

@@ -1,7 +1,7 @@
 """Redis records of checkout sessions: created once, then changed only by compare-and-swap.
 
-    cv:{<agency>}:cs:<session id>   string  session JSON (amount, order reference, status, the client
-                                            secret's SHA-256, a summary of its charge: never card data)
+    cv:{<agency>.<s>}:cs:<session id>   string  session JSON (amount, order reference, status, the client
+                                                secret's SHA-256, a summary of its charge: never card data)
 
 A session's key expires ``RETENTION_SECONDS`` after the session itself does,
 so a storefront can still read the outcome of a finished purchase for a month.
@@ -16,7 +16,7 @@ from typing import cast
 
 import redis.asyncio as redis
 
-from service.adapters.store import redis_errors
+from service.adapters.redis_base import data_prefix, redis_errors, shard_of
 
 _COMPARE_AND_SWAP = """
 -- KEYS: session.  ARGV: expected JSON, new JSON.  1 when replaced (the TTL is kept).
@@ -29,7 +29,7 @@ return 0
 
 
 def session_key(agency_id: str, session_id: str) -> str:
-    return f"cv:{{{agency_id}}}:cs:{session_id}"
+    return f"{data_prefix(agency_id, shard_of(session_id))}cs:{session_id}"
 
 
 class CheckoutStore:

@@ -1,6 +1,7 @@
 """Redis records of Idempotency-Keys: claimed, completed, released.
 
-Keys are ``cv:{<agency>}:idem:<sha256 of the Idempotency-Key>``: scoped to the
+Keys are ``cv:{<agency>.<s>}:idem:<sha256 of the Idempotency-Key>`` (in the data
+shard of that hash, see ``redis_base``): scoped to the
 agency, and the client's key itself is never stored.
 """
 
@@ -11,7 +12,7 @@ from typing import cast
 import redis.asyncio as redis
 
 from service.adapters.durability import unconfirmed
-from service.adapters.redis_base import redis_errors
+from service.adapters.redis_base import data_prefix, redis_errors, shard_of
 
 _CLAIM_LUA = """
 -- KEYS: record.  ARGV: in-flight record, ttl seconds.  Returns {1} when claimed, else {0, existing}.
@@ -21,7 +22,7 @@ return {0, redis.call('GET', KEYS[1])}
 
 
 def record_key(agency_id: str, key_hash: str) -> str:
-    return f"cv:{{{agency_id}}}:idem:{key_hash}"
+    return f"{data_prefix(agency_id, shard_of(key_hash))}idem:{key_hash}"
 
 
 class IdempotencyStore:

@@ -12,11 +12,11 @@ against the settings is ``service.preflight``'s job.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as redis
 
-from service.adapters.redis_base import redis_errors, text_of
+from service.adapters.redis_base import is_cluster, redis_errors, text_of
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class ServerFacts:
     appendfsync: str | None  # None: CONFIG is not permitted
     min_replicas_to_write: int | None
     maxmemory_policy: str | None
+    masters: int = 1  # more than one: a Redis Cluster, these facts the weakest of its masters
 
     @property
     def has_waitaof(self) -> bool:
@@ -68,7 +69,13 @@ def _online_replicas(replication: dict[str, Any]) -> int:
 
 
 async def inspect_server(client: redis.Redis) -> ServerFacts:
-    """Read the facts; StoreUnavailable when the server cannot be asked at all."""
+    """Read the facts; StoreUnavailable when the server cannot be asked at all.
+
+    On a Redis Cluster every master is asked and the facts are the weakest of
+    them (``_weakest``): the contract holds only if it holds on each.
+    """
+    if is_cluster(client):
+        return await _inspect_masters(client)
     with redis_errors():
         async with client.pipeline(transaction=False) as pipe:
             pipe.info("server")
@@ -92,6 +99,41 @@ async def inspect_server(client: redis.Redis) -> ServerFacts:
         appendfsync=config.get("appendfsync"),
         min_replicas_to_write=int(min_to_write) if min_to_write is not None else None,
         maxmemory_policy=config.get("maxmemory-policy"),
+    )
+
+
+async def _inspect_masters(client: redis.Redis) -> ServerFacts:
+    masters = cast(Any, client).get_primaries()
+    if not masters:
+        with redis_errors():
+            await cast(Any, client).initialize()
+        masters = cast(Any, client).get_primaries()
+    facts = []
+    for node in masters:
+        one = redis.Redis(
+            connection_pool=redis.ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+        )
+        try:
+            facts.append(await inspect_server(one))
+        finally:
+            await one.aclose()
+    return _weakest(facts)
+
+
+def _weakest(facts: list[ServerFacts]) -> ServerFacts:
+    fsyncs = {f.appendfsync for f in facts}
+    weaker = sorted(str(f) for f in fsyncs if f not in (None, "always"))
+    min_replicas = [f.min_replicas_to_write for f in facts]
+    return ServerFacts(
+        version=min(f.version for f in facts),
+        role="master" if all(f.role == "master" for f in facts) else "replica",
+        aof_enabled=all(f.aof_enabled for f in facts),
+        aof_write_failing=any(f.aof_write_failing for f in facts),
+        replicas_online=min(f.replicas_online for f in facts),
+        appendfsync=None if None in fsyncs else (weaker[0] if weaker else "always"),
+        min_replicas_to_write=None if None in min_replicas else min(cast(list[int], min_replicas)),
+        maxmemory_policy=facts[0].maxmemory_policy if len({f.maxmemory_policy for f in facts}) == 1 else "mixed",
+        masters=len(facts),
     )
 
 

@@ -40,7 +40,9 @@ def _timed_pipeline_execute(pipe: Any) -> Callable[..., Awaitable[Any]]:
         try:
             return await execute(raise_on_error)
         finally:
-            kind = "MULTI" if pipe.is_transaction or pipe.explicit_transaction else "PIPELINE"
+            # a cluster pipeline has neither attribute (and no transaction across nodes)
+            transaction = getattr(pipe, "is_transaction", False) or getattr(pipe, "explicit_transaction", False)
+            kind = "MULTI" if transaction else "PIPELINE"
             _timer(kind).observe(time.perf_counter() - started)
 
     return timed_execute
@@ -58,8 +60,8 @@ def time_round_trips(client: R) -> R:
         finally:
             _timer(args[0] if args else None).observe(time.perf_counter() - started)
 
-    def timed_pipeline(transaction: bool = True, shard_hint: str | None = None) -> Any:
-        pipe = make_pipeline(transaction, shard_hint)
+    def timed_pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = make_pipeline(*args, **kwargs)  # each client's own defaults (a cluster's is no transaction)
         setattr(pipe, "execute", _timed_pipeline_execute(pipe))  # noqa: B010 - instance attribute on purpose
         return pipe
 

@@ -17,7 +17,7 @@ from typing import cast
 import redis.asyncio as redis
 
 from service.adapters.charges_store import charge_key
-from service.adapters.redis_base import redis_errors, text_of
+from service.adapters.redis_base import get_many, redis_errors, text_of
 
 LIST_LIMIT = 500
 
@@ -78,12 +78,10 @@ class StaffOrderStore:
             ids = [text_of(i) for i in cast(list[bytes], found)]
             if not ids:
                 return []
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.mget([order_meta_key(agency_id, i) for i in ids])
-                pipe.mget([charge_key(agency_id, i) for i in ids])
-                metas, charges = await pipe.execute()
+            metas = await self.redis.mget([order_meta_key(agency_id, i) for i in ids])
+            charges = await get_many(self.redis, [charge_key(agency_id, i) for i in ids])  # in the data shards
         rows: list[tuple[OrderMeta, bytes]] = []
-        for meta, charge in zip(cast(list[bytes | None], metas), cast(list[bytes | None], charges), strict=True):
+        for meta, charge in zip(cast(list[bytes | None], metas), charges, strict=True):
             if meta is not None and charge is not None:
                 rows.append((OrderMeta.from_json(meta), charge))
         return rows

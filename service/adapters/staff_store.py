@@ -6,6 +6,10 @@
                                                    sealed TOTP secret, last used TOTP counter, lockout
     cv:{<agency>}:staff-ids                set     the agency's staff ids
 
+On a Redis Cluster the username index and the agency's records are on
+different slots, so creating an account claims the name first and releases
+it if the records cannot be written.
+
 Counting failures and taking a TOTP counter are scripts, so two requests at
 once can neither both slip under the lockout nor both use the same code.
 The enrollment token itself is never stored, only its hash.
@@ -18,7 +22,7 @@ from typing import cast
 
 import redis.asyncio as redis
 
-from service.adapters.redis_base import redis_errors, text_of
+from service.adapters.redis_base import is_cluster, redis_errors, text_of
 from service.domain.staff import StaffMember
 
 USERNAMES_KEY = "cv:staff:usernames"
@@ -28,6 +32,13 @@ _CREATE_LUA = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 redis.call('SADD', KEYS[3], ARGV[3])
+return 1
+"""
+
+_CREATE_RECORDS_LUA = """
+-- KEYS: staff hash, staff ids set.  ARGV: staff id, field/value pairs...  (the username is claimed already)
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 """
 
@@ -85,18 +96,37 @@ class StaffStore:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._create = client.register_script(_CREATE_LUA)
+        self._create_records = client.register_script(_CREATE_RECORDS_LUA)
+        self._on_cluster = is_cluster(client)
         self._fail = client.register_script(_FAIL_LUA)
         self._take_counter = client.register_script(_TAKE_COUNTER_LUA)
         self._take_enrollment = client.register_script(_TAKE_ENROLLMENT_LUA)
 
     async def create(self, member: StaffMember) -> bool:
         """Store a new account; False when the username is taken (anywhere)."""
+        if self._on_cluster:
+            return await self._create_on_cluster(member)
         with redis_errors():
             created = await self._create(
                 keys=[USERNAMES_KEY, staff_key(member.agency_id, member.id), staff_ids_key(member.agency_id)],
                 args=[member.username, f"{member.agency_id} {member.id}", member.id, *_flat(member)],
             )
         return bool(created)
+
+    async def _create_on_cluster(self, member: StaffMember) -> bool:
+        """The username index and the agency's records are on different slots: claim the name, then write."""
+        with redis_errors():
+            if not await self.redis.hsetnx(USERNAMES_KEY, member.username, f"{member.agency_id} {member.id}"):
+                return False
+            try:
+                await self._create_records(
+                    keys=[staff_key(member.agency_id, member.id), staff_ids_key(member.agency_id)],
+                    args=[member.id, *_flat(member)],
+                )
+            except BaseException:
+                await self.redis.hdel(USERNAMES_KEY, member.username)  # nobody may be left holding the name
+                raise
+        return True
 
     async def get(self, agency_id: str, staff_id: str) -> StaffMember | None:
         with redis_errors():

@@ -4,22 +4,22 @@ Every Redis adapter lives in ``service.adapters``; this module and its siblings
 (agency_records, charges_store, idempotency_store, forward_store) are the only
 code that talks to Redis.
 
-Key layout (``{agency}`` is a Redis Cluster hash tag, so one agency's keys
-share a slot and its scripts stay atomic)::
+Key layout (the tags are explained in ``redis_base``; ``<s>`` is a data shard,
+0-f: the card's for its tokens and CVCs, see ``card_shard`` and ``shard_of``)::
 
-    cv:system                      hash   pepper (wrapped)
-    cv:agencies                    hash   slug -> agency id
-    cv:apikey:<keyed hash>         string "<agency id> <kind>"   (expires when a rotated key's grace ends)
-    cv:{<agency>}:agency           hash   slug, status, origins, created, api_keys, dk_current, dk:<v>, fk
-    cv:{<agency>}:tok:<token id>   string card ciphertext, expires with the token
-    cv:{<agency>}:cvc:<token id>   string CVC ciphertext, expires after the CVC TTL
-    cv:{<agency>}:fp:<fingerprint> set    token ids of that card, expires with its last token
-    cv:{<agency>}:api-keys-grace   hash   keys of earlier rotations still in their grace period
-    cv:{<agency>}:dk-rotated       string when the data key was last rotated (retire waits out the auth cache)
-    cv:{<agency>}:rewrap-cursor    string "v<target version>:<SCAN cursor>" of an interrupted rewrap
+    cv:system                          hash   pepper (wrapped)
+    cv:{cv}:agencies                   hash   slug -> agency id
+    cv:{cv}:apikey:<keyed hash>        string "<agency id> <kind>"   (expires when a rotated key's grace ends)
+    cv:{cv}:agency:<agency>            hash   slug, status, origins, created, api_keys, dk_current, dk:<v>, fk
+    cv:{<agency>.<s>}:tok:<token id>   string card ciphertext, expires with the token
+    cv:{<agency>.<s>}:cvc:<token id>   string CVC ciphertext, expires after the CVC TTL
+    cv:{<agency>.<s>}:fp:<fingerprint> set    token ids of that card, expires with its last token
+    cv:{<agency>}:api-keys-grace       hash   keys of earlier rotations still in their grace period
+    cv:{<agency>}:dk-rotated           string when the data key was last rotated (retire waits out the auth cache)
+    cv:{<agency>}:rewrap-cursor        string "v<target version>:<scan position>" of an interrupted rewrap
 
 Charges and idempotency records live beside these (see charges_store and
-idempotency_store), under the same ``{agency}`` hash tag.
+idempotency_store), in the data shards.
 
 Nothing here is plaintext card data: values are ciphertexts, keys hold ids and
 keyed hashes.  Every write a request makes is one script or one pipeline,
@@ -28,7 +28,7 @@ which is one round trip.  Redis failures surface as StoreUnavailable.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -37,11 +37,17 @@ import redis.exceptions as redis_exc
 
 from service.adapters.agency_records import AgencyRecords, AgencyRow
 from service.adapters.redis_base import (
+    agency_data_pattern,
     agency_key,
     api_key_key,
+    card_shard,
     cvc_key,
+    data_prefix,
     fingerprint_key,
+    get_many,
+    id_in_shard,
     redis_errors,
+    scan_batches,
     text_of,
     token_key,
 )
@@ -117,6 +123,12 @@ return 0
 """
 
 
+def card_prefixes(agency_id: str, fingerprint: str) -> tuple[str, str]:
+    """The token and CVC key prefixes of the card's shard, for the scripts that walk its fingerprint set."""
+    prefix = data_prefix(agency_id, card_shard(fingerprint))
+    return f"{prefix}tok:", f"{prefix}cvc:"
+
+
 @dataclass(frozen=True)
 class PutResult:
     outcome: str  # "created" | "existing" | "collision"
@@ -150,6 +162,11 @@ class VaultStore(AgencyRecords):
         return {text_of(k): text_of(v) for k, v in cast(dict[bytes, bytes], raw).items()}
 
     # -- tokens ------------------------------------------------------------------
+    @staticmethod
+    def new_token_id(fingerprint: str, draw: Callable[[], str]) -> str:
+        """A fresh id from ``draw`` that lives in the card's data shard, beside its fingerprint set."""
+        return id_in_shard(card_shard(fingerprint), draw)
+
     async def put_token(
         self,
         agency_id: str,
@@ -184,8 +201,7 @@ class VaultStore(AgencyRecords):
                     cvc_expires_at_ms,
                     token_id,
                     "1" if deduplicate else "0",
-                    token_key(agency_id, ""),
-                    cvc_key(agency_id, ""),
+                    *card_prefixes(agency_id, fingerprint),
                     token_format,
                     now_ms,
                 ],
@@ -222,24 +238,20 @@ class VaultStore(AgencyRecords):
         with redis_errors():
             flat = await self._by_fingerprint(
                 keys=[fingerprint_key(agency_id, fingerprint)],
-                args=[token_key(agency_id, ""), cvc_key(agency_id, ""), FINGERPRINT_LIST_LIMIT],
+                args=[*card_prefixes(agency_id, fingerprint), FINGERPRINT_LIST_LIMIT],
             )
         return [(text_of(flat[i]), flat[i + 1], bool(flat[i + 2])) for i in range(0, len(flat), 3)]
 
     # -- key rotation support -------------------------------------------------------
-    async def ciphertext_batches(self, agency_id: str, cursor: int = 0) -> AsyncIterator[tuple[int, list[bytes]]]:
-        """(next cursor, token and CVC keys) batches of one agency, resumable from a cursor."""
+    async def ciphertext_batches(self, agency_id: str, position: str = "") -> AsyncIterator[tuple[str, list[bytes]]]:
+        """(next position, token and CVC keys) batches of one agency, resumable from a position ("" when done)."""
         with redis_errors():
-            while True:
-                cursor, keys = await self.redis.scan(cursor=cursor, match=f"cv:{{{agency_id}}}:*", count=500)
-                wanted = [k for k in cast(list[bytes], keys) if b":tok:" in k or b":cvc:" in k]
-                yield cursor, wanted
-                if cursor == 0:
-                    return
+            async for next_position, keys in scan_batches(self.redis, agency_data_pattern(agency_id), position):
+                yield next_position, [k for k in keys if b":tok:" in k or b":cvc:" in k]
 
     async def values(self, keys: Sequence[bytes]) -> list[bytes | None]:
         with redis_errors():
-            return cast(list[bytes | None], await self.redis.mget(keys)) if keys else []
+            return await get_many(self.redis, keys)
 
     async def compare_and_swap(self, key: bytes, old: bytes, new: bytes) -> bool:
         with redis_errors():

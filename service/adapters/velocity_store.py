@@ -13,9 +13,10 @@ request and a burst of N: a request is allowed when ``max(TAT, now) + T - now
 <= P``.  Times come from the service's clock (``now_ms``), so tests move them
 without sleeping; key expiry is only garbage collection.
 
-Key layout (every key under the agency's ``{agency}`` hash tag, so a gate and
-the write it guards stay one atomic script on one Redis Cluster slot; that is
-also why an address is limited per agency and one agency's trips never limit
+Key layout (every key under the agency's ``{agency}`` hash tag: on one server
+the gate and the write it guards are one atomic script; on a Redis Cluster the
+write is in a data shard, so the gate runs just before it, see GatedScript.
+An address is limited per agency, and one agency's trips never limit
 another)::
 
     cv:{<agency>}:vel:<action>:<dimension>:<bucket>   string  TAT of one bucket (bucket: keyed hash, "-" for the agency)
@@ -33,7 +34,7 @@ from typing import Any, cast
 
 import redis.asyncio as redis
 
-from service.adapters.redis_base import redis_errors, text_of
+from service.adapters.redis_base import is_cluster, redis_errors, text_of
 from service.domain.velocity import DeclinePlan, GatePlan, LimitExceeded, Tightening
 
 REFUSED: bytes = b"velocity_refused"
@@ -179,17 +180,45 @@ def gate_call(plan: GatePlan | None) -> tuple[list[str], list[Any]]:
 
 
 class GatedScript:
-    """A store script behind the velocity gate; raises LimitExceeded when the gate refuses."""
+    """A store script behind the velocity gate; raises LimitExceeded when the gate refuses.
+
+    On a Redis Cluster the gate's keys (``{agency}``) and the body's (a data
+    shard) are on different slots, so the gate runs first as its own script
+    (one more round trip) and the body only if it passed.
+    """
 
     def __init__(self, client: redis.Redis, body: str) -> None:
-        self._script = client.register_script(gated(body))
+        self._split = is_cluster(client)
+        self._script = client.register_script(body if self._split else gated(body))
+        self._gate = client.register_script(gated(_PASSED)) if self._split else None
 
     async def __call__(self, plan: GatePlan | None, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        if self._split:
+            await self.check_gate(plan)
+            with redis_errors():
+                return await self._script(keys=keys, args=args)
         gate_keys, gate_args = gate_call(plan)
         reply = await self._script(keys=[*gate_keys, *keys], args=[*gate_args, *args])
-        if isinstance(reply, list) and reply and reply[0] == REFUSED:
-            raise LimitExceeded(tuple(text_of(name) for name in reply[2:]), int(reply[1]))
+        _raise_if_refused(reply)
         return reply
+
+    async def check_gate(self, plan: GatePlan | None) -> None:
+        """The gate alone (cluster only: elsewhere it rides in the body's script)."""
+        if plan is None:
+            return
+        assert self._gate is not None, "the gate runs apart from its script on a cluster only"
+        gate_keys, gate_args = gate_call(plan)
+        with redis_errors():
+            reply = await self._gate(keys=gate_keys, args=gate_args)
+        _raise_if_refused(reply)
+
+
+_PASSED = "return 'passed'"
+
+
+def _raise_if_refused(reply: Any) -> None:
+    if isinstance(reply, list) and reply and reply[0] == REFUSED:
+        raise LimitExceeded(tuple(text_of(name) for name in reply[2:]), int(reply[1]))
 
 
 class VelocityStore:

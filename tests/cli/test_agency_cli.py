@@ -11,8 +11,10 @@ from typing import Any, cast
 import pytest
 import redis
 
+from service.adapters.redis_base import AGENCIES_KEY, agency_key, api_key_key, token_key
 from tests.conftest import master_key_text
 from tests.support.cards import AMEX, AMEX_CVC
+from tests.support.keys import agency_data_keys
 from tests.support.redis_server import RedisServer
 from tests.support.serve import CliResult, ServeFactory, ServeProcess, run_cli
 
@@ -162,7 +164,7 @@ class TestAgencyKeys:
         for needle in needles:
             assert needle not in haystack
             assert needle not in aof
-        assert b"cv:apikey:" in haystack, "the scan saw no API-key entries at all"
+        assert api_key_key("").encode() in haystack, "the scan saw no API-key entries at all"
 
     def test_rotate_keys_revokes_the_old_pair(self, vault: ServeProcess) -> None:
         """rotate-keys prints a new pair; the old secret and publishable keys get 401 at once."""
@@ -209,7 +211,7 @@ class TestAgencyKeys:
         assert vault.request("POST", "/v1/tokens", key=created["publishable_key"], body={}).status == 401
         assert listed(vault)[slug]["status"] == "disabled"
         client = vault.redis()
-        assert client.exists(f"cv:{{{created['agency']['id']}}}:tok:{token['id']}") == 1
+        assert client.exists(token_key(created["agency"]["id"], token["id"])) == 1
         client.close()
 
         enabled = cli(vault, "agency", "enable", slug).assert_ok().json()
@@ -251,17 +253,17 @@ class TestAgencyShred:
         kept = vault.create_token(bystander["secret_key"])
         agency_id = doomed["agency"]["id"]
         client = vault.redis()
-        assert len(redis_keys(client, f"cv:{{{agency_id}}}:tok:*")) == 3
-        assert len(redis_keys(client, f"cv:{{{agency_id}}}:cvc:*")) == 3
+        assert len(list(agency_data_keys(client, agency_id, "tok"))) == 3
+        assert len(list(agency_data_keys(client, agency_id, "cvc"))) == 3
 
         report = cli(vault, "agency", "shred", slug, "--yes").assert_ok().json()
         assert report["status"] == "shredded"
         assert report["records_removed"] >= 6
 
-        assert redis_keys(client, f"cv:{{{agency_id}}}:tok:*") == []
-        assert redis_keys(client, f"cv:{{{agency_id}}}:cvc:*") == []
-        assert redis_keys(client, f"cv:{{{agency_id}}}:fp:*") == []
-        stored = cast(dict[bytes, bytes], client.hgetall(f"cv:{{{agency_id}}}:agency"))
+        assert list(agency_data_keys(client, agency_id, "tok")) == []
+        assert list(agency_data_keys(client, agency_id, "cvc")) == []
+        assert list(agency_data_keys(client, agency_id, "fp")) == []
+        stored = cast(dict[bytes, bytes], client.hgetall(agency_key(agency_id)))
         record = {k.decode(): v for k, v in stored.items()}
         assert record["status"] == b"shredded"
         assert not [name for name in record if name.startswith("dk:") or name == "fk"]
@@ -283,7 +285,7 @@ class TestAgencyOnExternalRedis:
         slug = new_slug("external")
         created = run_cli("agency", "create", slug, "--origin", "https://x.example.gov", env=env, cwd=tmp_path)
         agency_id = created.assert_ok().json()["agency"]["id"]
-        assert redis_server.client().hget("cv:agencies", slug) == agency_id.encode()
+        assert redis_server.client().hget(AGENCIES_KEY, slug) == agency_id.encode()
         run_cli("agency", "disable", slug, env=env, cwd=tmp_path).assert_ok()
         agencies = run_cli("agency", "list", "--json", env=env, cwd=tmp_path).assert_ok().json()["agencies"]
         assert {a["slug"]: a["status"] for a in agencies}[slug] == "disabled"

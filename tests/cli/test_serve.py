@@ -20,6 +20,7 @@ import yaml
 from cryptography import x509
 
 from service.adapters.keyring import ensure_development_master_key
+from service.adapters.redis_base import token_key
 from service.tls.certs import generate_self_signed
 from tests.conftest import master_key_text
 from tests.support.cards import VISA
@@ -378,7 +379,7 @@ class TestFlagsAndEnvironment:
         deadline_ok = wait_until(lambda: process.request("GET", "/v1/tokens/tok_x", key=secret).status == 404, 10)
         assert deadline_ok
         token = process.create_token(secret)
-        raw = redis_server.client().get(f"cv:{{{created['agency']['id']}}}:tok:{token['id']}")
+        raw = redis_server.client().get(token_key(created["agency"]["id"], token["id"]))
         assert raw is not None
         assert raw[:1] == b"C"
         process.stop()

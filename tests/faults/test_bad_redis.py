@@ -19,6 +19,7 @@ import redis
 from tests.conftest import LeakSources, create_agency
 from tests.faults.conftest import AppFactory, Client
 from tests.support.cards import CVC, VISA
+from tests.support.keys import agency_data_keys
 from tests.support.redis_server import RedisServer
 from tests.support.redis_topologies import ReplicatedRedis
 from tests.support.serve import ServeFactory, run_cli
@@ -49,7 +50,7 @@ async def not_ready(client: Client) -> str:
 
 
 def tokens_in(server: RedisServer, agency_id: str) -> int:
-    return len(list(server.client().scan_iter(match=f"cv:{{{agency_id}}}:tok:*")))
+    return len(agency_data_keys(server.client(), agency_id, "tok"))
 
 
 @pytest.fixture

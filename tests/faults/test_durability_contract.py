@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse
 
+from service.adapters.charges_store import charge_key
+from service.adapters.redis_base import token_key
 from service.charges import charge_id_for
 from tests.conftest import create_agency
 from tests.faults.conftest import BOUND, AppFactory, Client
@@ -61,15 +63,15 @@ class TestConfirmedOnTheReplica:
         agency = await create_agency(client)
         replica = replicated.replicas[0].client()
         token = await (await client.post("/v1/tokens", json=CARD, headers=agency.auth)).json()
-        assert replica.exists(f"cv:{{{agency.id}}}:tok:{token['id']}") == 1
+        assert replica.exists(token_key(agency.id, token["id"])) == 1
         created = await client.post("/v1/charges", json={"token": token["id"], "amount": 1200}, headers=agency.auth)
         assert created.status == 201, await created.text()
         charge = await created.json()
-        stored = json.loads(replica.get(f"cv:{{{agency.id}}}:ch:{charge['id']}") or b"{}")
+        stored = json.loads(replica.get(charge_key(agency.id, charge["id"])) or b"{}")
         assert stored["status"] == "succeeded"
         refunded = await client.post(f"/v1/charges/{charge['id']}/refunds", json={"amount": 200}, headers=agency.auth)
         assert refunded.status == 201, await refunded.text()
-        stored = json.loads(replica.get(f"cv:{{{agency.id}}}:ch:{charge['id']}") or b"{}")
+        stored = json.loads(replica.get(charge_key(agency.id, charge["id"])) or b"{}")
         assert [r["amount"] for r in stored["refunds"] if r["status"] == "succeeded"] == [200]
 
     async def test_readyz_reports_the_contract_and_the_replication(
@@ -138,11 +140,11 @@ class TestReplicaLost:
         token = await (await client.post("/v1/tokens", json=CARD, headers=agency.auth)).json()
         headers = {**agency.auth, "Idempotency-Key": "order-77"}
         body = {"token": token["id"], "amount": 1500, "order_reference": "ORDER-77"}
-        charge_key = f"cv:{{{agency.id}}}:ch:{charge_id_for(agency.id, 'order-77')}"
+        stored_key = charge_key(agency.id, charge_id_for(agency.id, "order-77"))
         freeze(replicated.replicas[0])
         try:
             await store_unavailable(await client.post("/v1/charges", json=body, headers=headers))
-            assert replicated.master.client().get(charge_key) is None
+            assert replicated.master.client().get(stored_key) is None
         finally:
             resume(replicated.replicas[0])
         replicated.wait_replicas_online(1)

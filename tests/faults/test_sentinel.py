@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from service.adapters.redis_base import token_key
 from tests.conftest import LeakSources, create_agency
 from tests.faults.conftest import BOUND, AppFactory, Client
 from tests.faults.load import LoadResult, retry_failed_charges, run_load, verify
@@ -61,7 +62,7 @@ class TestThroughSentinel:
         charged = await client.post("/v1/charges", json={"token": token["id"], "amount": 700}, headers=agency.auth)
         assert charged.status == 201, await charged.text()
         master = calm_sentinels.current_master().client()
-        assert master.exists(f"cv:{{{agency.id}}}:tok:{token['id']}") == 1
+        assert master.exists(token_key(agency.id, token["id"])) == 1
         ready = await (await client.get("/readyz")).json()
         assert ready["durability"]["topology"] == "sentinel"
         assert ready["durability"]["confirmed_by"].startswith("appendfsync always + WAIT 1 ")

@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestClient
 from tests.conftest import AgencyKeys, FakeClock
 from tests.support import leaks
 from tests.support.cards import AMEX, AMEX_CVC, CVC, VISA
+from tests.support.keys import agency_keys
 from tests.support.redis_server import RedisServer
 
 Client = TestClient[Any, Any]
@@ -84,7 +85,7 @@ class Harness:
         return {key for key in self.redis.scan_iter(count=1000) if not key.startswith(b"cv:audit:")}
 
     def agency_keys(self) -> set[bytes]:
-        return set(self.redis.scan_iter(match=f"cv:{{{self.agency.id}}}:*", count=1000))
+        return agency_keys(self.redis, self.agency.id)
 
     async def refused(
         self,

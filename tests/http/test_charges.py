@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from service.adapters.charges_store import charge_key
+from service.adapters.redis_base import cvc_key, token_key
 from service.agency_settings import AgencySettingsService
 from service.charges import charge_id_for
 from service.domain.processing import ProcessorName
@@ -17,6 +19,7 @@ from tests.http.charge_fixtures import Client, charge, tokenize
 from tests.support import leaks
 from tests.support.cards import AMEX, AMEX_CVC, CVC, MASTERCARD, VISA
 from tests.support.fake_authorize_net import FakeAuthorizeNet
+from tests.support.keys import agency_data_keys
 from tests.support.redis_server import RedisServer
 from tests.support.staff_pages import DAY, move_to_morning
 
@@ -191,6 +194,7 @@ class TestLifecycle:
         await charge(pay_client, sandbox_agency, token, order_reference="PARK-78")
         resp = await pay_client.get("/v1/charges", params={"order_reference": "PARK-77"}, headers=sandbox_agency.auth)
         listed = await resp.json()
+        assert resp.status == 200, listed
         assert {c["id"] for c in listed["data"]} == {first, second}
 
 
@@ -344,7 +348,7 @@ class TestIdempotency:
         first = await pay_client.post("/v1/tokens", json=body, headers=headers)
         again = await pay_client.post("/v1/tokens", json=body, headers=headers)
         assert await first.read() == await again.read()
-        assert len(list(redis_server.client().scan_iter(f"cv:{{{sandbox_agency.id}}}:tok:*"))) == 1
+        assert len(agency_data_keys(redis_server.client(), sandbox_agency.id, "tok")) == 1
 
     @pytest.mark.parametrize("key", ["", "x" * 256, "naïve", "tab\there"])
     async def test_malformed_keys_are_refused(self, pay_client: Client, sandbox_agency: AgencyKeys, key: str) -> None:
@@ -371,7 +375,7 @@ class TestCvcLifecycle:
         await charge(pay_client, anet_agency, token)
         sent = authnet.last_request.body["createTransactionRequest"]["transactionRequest"]["payment"]["creditCard"]
         assert sent["cardCode"] == "***"
-        assert not redis_server.client().exists(f"cv:{{{anet_agency.id}}}:cvc:{token}")
+        assert not redis_server.client().exists(cvc_key(anet_agency.id, token))
         status = await pay_client.get(f"/v1/tokens/{token}", headers=anet_agency.auth)
         assert (await status.json())["cvc_retained"] is False
         await charge(pay_client, anet_agency, token)
@@ -476,7 +480,7 @@ class TestNothingStoredInClear:
         """A charge record in Redis has the last four and processor ids, never the number."""
         token = await tokenize(pay_client, sandbox_agency)
         cid = (await (await charge(pay_client, sandbox_agency, token)).json())["id"]
-        raw = redis_server.client().get(f"cv:{{{sandbox_agency.id}}}:ch:{cid}")
+        raw = redis_server.client().get(charge_key(sandbox_agency.id, cid))
         assert raw is not None
         assert not leaks.cards_in_bytes(raw)
         assert b'"card_last4":"4242"' in raw
@@ -559,7 +563,7 @@ class TestRuleRefusalsCallNoProcessor:
         token = await tokenize(pay_client, anet_agency)
         other = await tokenize(pay_client, anet_agency, MASTERCARD)
         r = redis_server.client()
-        r.set(f"cv:{{{anet_agency.id}}}:tok:{token}", r.get(f"cv:{{{anet_agency.id}}}:tok:{other}"), keepttl=True)
+        r.set(token_key(anet_agency.id, token), r.get(token_key(anet_agency.id, other)), keepttl=True)
         resp = await charge(pay_client, anet_agency, token, idempotency_key="broken-1")
         assert (resp.status, (await resp.json())["code"]) == (500, "integrity_error")
         assert authnet.total_requests == 0
@@ -579,7 +583,7 @@ class TestRefundsHappenOnce:
         headers = {**anet_agency.auth, "Idempotency-Key": "refund-7"}
         first = await pay_client.post(f"/v1/charges/{cid}/refunds", json={"amount": 1000}, headers=headers)
         assert first.status == 201
-        for key in redis_server.client().scan_iter(f"cv:{{{anet_agency.id}}}:idem:*"):
+        for key in agency_data_keys(redis_server.client(), anet_agency.id, "idem"):
             redis_server.client().delete(key)
         again = await pay_client.post(f"/v1/charges/{cid}/refunds", json={"amount": 1000}, headers=headers)
         assert again.status == 201

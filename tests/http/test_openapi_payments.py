@@ -31,6 +31,7 @@ import pytest
 from service.adapters import crypto
 from service.adapters.idempotency_store import record_key
 from service.adapters.keyring import MasterKey, MasterKeys
+from service.adapters.redis_base import agency_data_pattern
 from service.adapters.store import agency_key, token_key
 from service.agency_settings import AgencySettingsService
 from service.app import create_app
@@ -193,7 +194,7 @@ async def forget_idempotency_records(client: Client, agency: AgencyKeys) -> None
     """Drop the agency's Idempotency-Key records, as 24 hours would."""
     store = client.app[SERVICES].store
     assert store is not None
-    async for key in store.redis.scan_iter(match=f"cv:{{{agency.id}}}:idem:*"):
+    async for key in store.redis.scan_iter(match=agency_data_pattern(agency.id)[:-1] + "idem:*", count=1000):
         await store.redis.delete(key)
 
 

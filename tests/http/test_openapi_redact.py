@@ -19,12 +19,12 @@ from aiohttp.test_utils import TestClient
 
 from service.adapters.idempotency_store import record_key
 from service.adapters.keyring import MasterKeys
-from service.adapters.store import token_key
 from service.app import create_app
 from service.http.state import SERVICES
 from service.vault import Vault
 from tests.conftest import AgencyKeys, create_agency, make_settings
 from tests.support.cards import AMEX, DISCOVER, MASTERCARD, VISA
+from tests.support.keys import agency_data_keys
 from tests.support.openapi_check import Contract, covers
 from tests.support.redis_server import RedisServer
 
@@ -58,8 +58,7 @@ def in_flight(agency_id: str, body: dict[str, Any], key: str) -> tuple[str, str]
 
 
 def stored_token_ids(agency: AgencyKeys, redis_server: RedisServer) -> set[str]:
-    prefix = token_key(agency.id, "")
-    return {key.decode()[len(prefix) :] for key in redis_server.client().scan_iter(match=prefix + "*")}
+    return {key.decode().rsplit(":", 1)[1] for key in agency_data_keys(redis_server.client(), agency.id, "tok")}
 
 
 class TestRedactConformance:

@@ -27,6 +27,7 @@ from service.redact import REDACTION_METADATA
 from service.vault import Vault
 from tests.conftest import AgencyKeys, FakeClock, create_agency, make_settings
 from tests.support.cards import AMEX, CVC, MASTERCARD, VISA
+from tests.support.keys import agency_data_keys
 from tests.support.redis_server import RedisServer
 
 REDACT = "/v1/redact"
@@ -41,8 +42,7 @@ async def redact(client: TestClient[Any, Any], agency: AgencyKeys, text: str, mo
 
 
 def token_ids(redis_server: RedisServer, agency: AgencyKeys) -> set[str]:
-    prefix = token_key(agency.id, "")
-    return {key.decode()[len(prefix) :] for key in redis_server.client().scan_iter(match=prefix + "*")}
+    return {key.decode().rsplit(":", 1)[1] for key in agency_data_keys(redis_server.client(), agency.id, "tok")}
 
 
 class TestMaskMode:

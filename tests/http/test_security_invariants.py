@@ -14,9 +14,11 @@ import redis
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
+from service.adapters import redis_base
 from service.adapters.keyring import MasterKeys
 from service.app import create_app
 from tests.conftest import AgencyKeys, FakeClock, make_settings
+from tests.support import keys as redis_keys
 from tests.support import leaks
 from tests.support.cards import ALL_TEST_CARDS, AMEX_CVC, CVC, MASTERCARD, VISA
 from tests.support.redis_server import RedisServer
@@ -33,11 +35,11 @@ def card_body(number: str = VISA, **extra: Any) -> dict[str, Any]:
 
 
 def token_key(agency: AgencyKeys, token_id: str) -> str:
-    return f"cv:{{{agency.id}}}:tok:{token_id}"
+    return redis_base.token_key(agency.id, token_id)
 
 
 def cvc_key(agency: AgencyKeys, token_id: str) -> str:
-    return f"cv:{{{agency.id}}}:cvc:{token_id}"
+    return redis_base.cvc_key(agency.id, token_id)
 
 
 async def create(client: Client, agency: AgencyKeys, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -231,7 +233,7 @@ class TestNoPlaintextAtRest:
         assert leaks.redis_findings(r) == []
         token_ids = {t["id"] for t in created}
         stored = 0
-        for key in r.scan_iter(match=f"cv:{{{agency.id}}}:*", count=1000):
+        for key in redis_keys.agency_keys(r, agency.id) | {redis_keys.agency_key(agency.id).encode()}:
             kind = r.type(key)
             if b":tok:" in key or b":cvc:" in key:
                 assert kind == b"string"
@@ -247,7 +249,7 @@ class TestNoPlaintextAtRest:
                 assert kind == b"set"
                 assert {m.decode() for m in r.smembers(key)} <= token_ids
             else:
-                assert key == f"cv:{{{agency.id}}}:agency".encode()
+                assert key == redis_keys.agency_key(agency.id).encode()
                 record = r.hgetall(key)
                 assert record[b"fk"][:1] == b"W"
                 assert all(v[:1] == b"W" for k, v in record.items() if k.startswith(b"dk:"))
@@ -259,7 +261,7 @@ class TestNoPlaintextAtRest:
         """No Redis key name of the agency holds a test card number or its first six + last four together."""
         for number in ALL_TEST_CARDS:
             await create(client, agency, card_body(number))
-        for key in r.scan_iter(match=f"cv:{{{agency.id}}}:*", count=1000):
+        for key in redis_keys.agency_keys(r, agency.id):
             text = key.decode()
             assert leaks.cards_in_text(text) == []
             assert not any(n[:6] in text and n[-4:] in text for n in ALL_TEST_CARDS), text

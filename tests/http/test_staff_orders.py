@@ -13,6 +13,7 @@ from service.http.state import SERVICES
 from tests.conftest import AgencyKeys, FakeClock, create_agency
 from tests.support import leaks
 from tests.support.cards import AMEX, CVC
+from tests.support.keys import agency_data_keys
 from tests.support.redis_server import RedisServer
 from tests.support.staff_pages import DAY, StaffUser, audit_records, sign_in, staff_member
 
@@ -107,7 +108,7 @@ class TestTakingOrders:
     ) -> None:
         """After the processor answered, the vault holds no ciphertext of the card (refunds use the processor id)."""
         await take(team["agent"])
-        tokens = list(redis_server.client().scan_iter(match=f"cv:{{{team['agency'].id}}}:tok:*"))
+        tokens = list(agency_data_keys(redis_server.client(), team["agency"].id, "tok"))
         assert tokens == []
 
     async def test_invalid_fields_answer_inline_errors_and_keep_what_was_typed(self, client: Client, team: Any) -> None:

@@ -9,10 +9,12 @@ import pytest
 import redis
 from aiohttp.test_utils import TestClient
 
+from service.adapters.redis_base import api_key_key
 from service.agencies import AgencyService
 from service.domain.agencies import AgencyStatus
 from service.http.state import SERVICES
 from tests.conftest import AgencyKeys
+from tests.support import keys as redis_keys
 from tests.support import leaks
 from tests.support.cards import CVC, MASTERCARD, VISA
 from tests.support.redis_server import RedisServer
@@ -26,7 +28,7 @@ def card_body(number: str = VISA, **extra: Any) -> dict[str, Any]:
 
 
 def agency_keys(r: redis.Redis, agency: AgencyKeys) -> set[bytes]:
-    return set(r.scan_iter(match=f"cv:{{{agency.id}}}:*", count=1000))
+    return redis_keys.agency_keys(r, agency.id)
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -265,6 +267,6 @@ class TestAgencyLifecycle:
         await create(client, bearer(issued.secret_key))
         keyring = client.app[SERVICES].keyring
         for old in (agency.secret, agency.publishable):
-            assert 0 < r.ttl(f"cv:apikey:{keyring.api_key_hash(old)}") <= 300
+            assert 0 < r.ttl(api_key_key(keyring.api_key_hash(old))) <= 300
         for new in (issued.secret_key, issued.publishable_key):
-            assert r.ttl(f"cv:apikey:{keyring.api_key_hash(new)}") == -1
+            assert r.ttl(api_key_key(keyring.api_key_hash(new))) == -1

@@ -20,9 +20,11 @@ import pytest
 import redis
 from aiohttp.test_utils import TestClient
 
+from service.adapters import redis_base
 from service.adapters.keyring import MasterKeys
 from service.app import create_app
 from tests.conftest import AgencyKeys, FakeClock, create_agency, make_settings
+from tests.support import keys as redis_keys
 from tests.support import leaks
 from tests.support.cards import (
     AMEX,
@@ -71,30 +73,27 @@ def card(
 
 
 def token_key(agency: AgencyKeys, token_id: str) -> str:
-    return f"cv:{{{agency.id}}}:tok:{token_id}"
+    return redis_base.token_key(agency.id, token_id)
 
 
 def cvc_key(agency: AgencyKeys, token_id: str) -> str:
-    return f"cv:{{{agency.id}}}:cvc:{token_id}"
+    return redis_base.cvc_key(agency.id, token_id)
 
 
 def fingerprint_key(agency: AgencyKeys, fingerprint: str) -> str:
-    return f"cv:{{{agency.id}}}:fp:{fingerprint}"
+    return redis_base.fingerprint_key(agency.id, fingerprint)
 
 
 def agency_keys(r: redis.Redis, agency: AgencyKeys) -> set[bytes]:
     """Every Redis key that belongs to the agency (its record included)."""
-    return set(r.scan_iter(match=f"cv:{{{agency.id}}}:*", count=1000))
+    return redis_keys.agency_keys(r, agency.id)
 
 
 def expires_at_ms(r: redis.Redis, key: str) -> int:
-    """The absolute Unix time in ms at which Redis will expire ``key`` (server clock, one transaction)."""
-    with r.pipeline(transaction=True) as pipe:
-        pipe.time()
-        pipe.pttl(key)
-        (seconds, micros), pttl = pipe.execute()
-    assert pttl > 0, f"{key} has no TTL ({pttl})"
-    return int(seconds) * 1000 + int(micros) // 1000 + int(pttl)
+    """The absolute Unix time in ms at which Redis will expire ``key`` (PEXPIRETIME, Redis 7.0+)."""
+    at = int(r.execute_command("PEXPIRETIME", key))
+    assert at > 0, f"{key} has no TTL ({at})"
+    return at
 
 
 def end_of_month(year: int, month: int) -> int:

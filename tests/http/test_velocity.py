@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from service.adapters.charges_store import charge_key
+from service.adapters.redis_base import agency_data_pattern
 from service.adapters.velocity_store import VelocityStore
 from service.agency_settings import AgencySettingsService
 from service.charges import charge_id_for
@@ -44,7 +46,7 @@ def without_request_id(problem: dict[str, Any]) -> dict[str, Any]:
 
 async def token_keys(client: Client, agency: AgencyKeys) -> int:
     redis = client.app[SERVICES].store.redis
-    return len([k async for k in redis.scan_iter(match=f"cv:{{{agency.id}}}:tok:*", count=1000)])
+    return len([k async for k in redis.scan_iter(match=agency_data_pattern(agency.id)[:-1] + "tok:*", count=1000)])
 
 
 async def override(client: Client, agency: AgencyKeys, **limits: str | None) -> None:
@@ -141,7 +143,7 @@ class TestRefusals:
         assert refused.status == 429
         assert refused.headers["Retry-After"] == "60"
         redis = client.app[SERVICES].store.redis
-        assert await redis.exists(f"cv:{{{agency.id}}}:ch:{charge_id_for(agency.id, 'order-42-try-2')}") == 0
+        assert await redis.exists(charge_key(agency.id, charge_id_for(agency.id, "order-42-try-2"))) == 0
         token = await (await client.get(f"/v1/tokens/{second}", headers=agency.auth)).json()
         assert token["cvc_retained"] is True
         # The Idempotency-Key was released: the same request is refused again, not replayed or "in progress".

@@ -100,7 +100,7 @@ class TestGracefulShutdown:
         embedded.start()
         redis = process.redis()
         try:
-            records = [json.loads(redis.get(key) or b"{}") for key in redis.scan_iter(match="cv:{*}:ch:*")]
+            records = [json.loads(redis.get(key) or b"{}") for key in redis.scan_iter(match="cv:{*}:ch:*", count=1000)]
         finally:
             redis.close()
             embedded.stop()

@@ -4,8 +4,8 @@ Everything runs from the ``redis-server`` binary the suite already uses
 (``redis_server.redis_binary``), on random loopback ports, in the test's
 temporary directory; ``close()`` stops every process (SIGKILL for the ones a
 test left frozen).  Sentinels get small ``down-after-milliseconds`` and
-``failover-timeout`` so a failover takes a few seconds.  The Redis Cluster
-work adds its topology here too.
+``failover-timeout`` so a failover takes a few seconds.  A Redis Cluster of
+three masters is built the same way (``RedisClusterTopology``).
 
     with SentinelTopology(tmp_path, replicas=2).start() as topo:
         url = topo.sentinel_url()         # redis+sentinel://127.0.0.1:p1,.../cardvault
@@ -248,3 +248,120 @@ def resume(server: RedisServer) -> None:
     if server.process is not None and server.process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(server.process.pid, signal.SIGCONT)
+
+
+class RedisClusterTopology:
+    """A Redis Cluster of ``masters`` masters (AOF, fsync always), slots split evenly, on loopback.
+
+    Built with plain commands (CLUSTER ADDSLOTS, CLUSTER MEET) rather than
+    ``redis-cli --cluster create``, so it needs nothing but redis-server.  It
+    quacks like ``RedisServer`` where the suite's fixtures use one (``url``,
+    ``client()``, ``process``, ``aof_files()``, ``stop()``), so a test written
+    against one server runs against the cluster unchanged.
+
+        with RedisClusterTopology(tmp_path).start() as cluster:
+            url = cluster.url                     # redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...
+            cluster.move_slot(slot, cluster.nodes[1])   # live resharding of one slot, keys and all
+    """
+
+    SLOTS = 16384
+
+    def __init__(self, directory: Path, masters: int = 3) -> None:
+        self.directory = directory
+        self.nodes = [
+            RedisServer(
+                directory / f"node-{index}",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            )
+            for index in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The first node's process: None once stopped (the leak guard's test for "still running")."""
+        return self.nodes[0].process
+
+    def client(self) -> Any:
+        from redis.cluster import ClusterNode, RedisCluster
+
+        return RedisCluster(
+            startup_nodes=[ClusterNode("127.0.0.1", node.port) for node in self.nodes], socket_timeout=5
+        )
+
+    def start(self) -> RedisClusterTopology:
+        for node in self.nodes:
+            node.start()
+        share = self.SLOTS // len(self.nodes)
+        for index, node in enumerate(self.nodes):
+            first = index * share
+            last = self.SLOTS - 1 if index == len(self.nodes) - 1 else first + share - 1
+            node.client().execute_command("CLUSTER ADDSLOTS", *range(first, last + 1))
+        for node in self.nodes[1:]:
+            self.nodes[0].client().execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+        wait_for(self._healthy, START_TIMEOUT, "the cluster to agree on its slots")
+        return self
+
+    def _healthy(self) -> bool:
+        for node in self.nodes:
+            info = node.client().execute_command("CLUSTER INFO")  # redis-py parses it into a dict
+            if info.get("cluster_state") != "ok" or int(info.get("cluster_known_nodes", 0)) != len(self.nodes):
+                return False
+        return True
+
+    def node_id(self, node: RedisServer) -> str:
+        return str(node.client().execute_command("CLUSTER MYID").decode())
+
+    def owner(self, slot: int) -> RedisServer:
+        for start, end, master, *_ in self.nodes[0].client().execute_command("CLUSTER SLOTS"):
+            if start <= slot <= end:
+                return next(node for node in self.nodes if node.port == int(master[1]))
+        raise LookupError(slot)
+
+    def move_slot(self, slot: int, target: RedisServer) -> int:
+        """Reshard one slot to ``target`` while clients run (MIGRATING/IMPORTING, MIGRATE, SETSLOT NODE).
+
+        Returns how many keys moved.  Clients see ASK then MOVED redirections meanwhile.
+        """
+        source = self.owner(slot)
+        if source is target:
+            return 0
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        target.client().execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+        source.client().execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+        moved = 0
+        while True:
+            keys = source.client().execute_command("CLUSTER GETKEYSINSLOT", slot, 100)
+            if not keys:
+                break
+            source.client().execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            moved += len(keys)
+        for node in (target, source, *[n for n in self.nodes if n not in (source, target)]):
+            node.client().execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+        return moved
+
+    def keys_per_node(self, pattern: str) -> list[int]:
+        return [len(list(node.client().scan_iter(match=pattern, count=1000))) for node in self.nodes]
+
+    def aof_files(self) -> list[Path]:
+        return [path for node in self.nodes for path in node.aof_files()]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    close = stop
+
+    def __enter__(self) -> RedisClusterTopology:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,125 @@
+"""Redis Cluster: ``redis+cluster://`` URLs and the cluster-mode client.
+
+The URL names some of the cluster's nodes (any of them; the client learns
+the rest and the slot map from them)::
+
+    redis+cluster://[[username]:password@]host[:port][,host[:port]...]
+    rediss+cluster://...      (TLS to every node)
+
+(port 6379 when omitted; IPv6 in brackets.)  The client is redis-py's
+``RedisCluster``: it routes each command to the master of its key's slot,
+follows ``MOVED`` and ``ASK`` redirections while slots move, and reloads the
+slot map after a failover.  Like the standalone client it never retries a
+command after a connection error or timeout (a write retried blindly could be
+applied twice): the request fails with 503 and the client retries with its
+Idempotency-Key.  A redirection is not such a retry: the node that redirects
+has not applied the command.
+
+The key layout (``redis_base``) keeps every multi-key script within one hash
+tag, so it runs on one slot; the few operations whose keys cannot share a tag
+(a charge start, the velocity gate, a new staff account, a multi-token
+forward) take per-slot steps on a cluster, described where they are written.
+
+Durability: every master must run ``appendonly yes`` + ``appendfsync
+always`` (checked at start and by /readyz on each master).  Confirming writes
+on replicas (``redis.durability: replicas``) needs ``WAIT`` on the connection
+of each write, node by node; this client does not do that, so that setting
+is refused with a cluster URL rather than silently weakened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from service.errors import ConfigError
+from service.settings import RedisSettings
+
+SCHEMES = ("redis+cluster://", "rediss+cluster://")
+DEFAULT_PORT = 6379
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.startswith(SCHEMES)
+
+
+@dataclass(frozen=True)
+class ClusterTarget:
+    """What a ``redis+cluster://`` URL says; ``repr`` never shows a password."""
+
+    nodes: tuple[tuple[str, int], ...]
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def _address(text: str) -> tuple[str, int]:
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ConfigError(f"redis.url: {text!r} is not host[:port] (IPv6 in brackets)")
+        port_text = rest[1:]
+    else:
+        host, _, port_text = text.partition(":")
+    if not host:
+        raise ConfigError(f"redis.url: {text!r} is not host[:port] (IPv6 in brackets)")
+    if not port_text:
+        return host, DEFAULT_PORT
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigError(f"redis.url: {text!r} has no valid port")
+    return host, int(port_text)
+
+
+def parse_cluster_url(url: str) -> ClusterTarget:
+    """Read a ``redis+cluster://`` URL; a malformed one is a ConfigError naming what is wrong."""
+    if not is_cluster_url(url):
+        raise ConfigError(f"redis.url: a cluster URL starts with {' or '.join(SCHEMES)}")
+    tls = url.startswith("rediss+")
+    rest = url.split("://", 1)[1]
+    netloc, _, path = rest.partition("/")
+    if path.strip("/") or "?" in netloc:
+        raise ConfigError("redis.url: a cluster URL has no database or options (a cluster has database 0 only)")
+    username = password = None
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    nodes = tuple(_address(part) for part in netloc.split(",") if part)
+    if not nodes:
+        raise ConfigError("redis.url: a cluster URL names at least one node host[:port]")
+    return ClusterTarget(nodes, tls, username, password)
+
+
+def check_durability(settings: RedisSettings) -> None:
+    """Refuse what a cluster client cannot confirm (module docstring)."""
+    if "replicas" in settings.durability:
+        raise ConfigError(
+            f"redis.durability {settings.durability!r} is not available with a Redis Cluster URL: "
+            "use 'fsync' (every master with appendonly yes and appendfsync always)"
+        )
+
+
+def cluster_client(target: ClusterTarget, settings: RedisSettings) -> RedisCluster:
+    """A cluster-mode client with the standalone client's timeouts and no retries (module docstring)."""
+    options: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "health_check_interval": 30,
+    }
+    if target.tls:
+        options["ssl"] = True
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+        username=target.username,
+        password=target.password,
+        max_connections=settings.max_connections,  # per node
+        retry=Retry(NoBackoff(), 0),
+        require_full_coverage=True,
+        **options,
+    )
