@@ -11,12 +11,20 @@ Redis) happens here, in the one process that starts first.  Then either this
 process serves (``server.workers: 1``) or it becomes the supervisor of N
 worker processes (``service.supervisor``).  Either way SIGTERM and SIGINT
 stop it gracefully: see ``service.cli.graceful``.
+
+A serving process tunes its garbage collector once it has started
+(:func:`settle_garbage_collector`): what start-up made (modules, settings,
+clients) is frozen out of the collector's scans, and the youngest generation
+is collected every ``GC_THRESHOLDS[0]`` allocations instead of 700, so a busy
+process stops re-scanning long-lived objects every few requests (fewer
+pauses, a lower p99).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import errno
+import gc
 import json
 import shutil
 import socket
@@ -50,6 +58,8 @@ log = structlog.get_logger("cardvault.serve")
 DEMO_SLUG = "demo"
 DEMO_ORIGINS = ("http://localhost:8000", "http://127.0.0.1:8000")
 DEMO_KEYS_FILE = "demo-agency.json"
+#: (youngest, middle, oldest) generation thresholds for a serving process; Python's default is (700, 10, 10).
+GC_THRESHOLDS = (20_000, 20, 20)
 
 
 def tls_context(settings: Settings, findings: Findings) -> ssl.SSLContext | None:
@@ -125,6 +135,18 @@ class Banner:
             click.echo(f"  secret key:      {demo['secret_key']}")
 
 
+async def _freeze_startup_objects(_: web.Application) -> None:
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def settle_garbage_collector(app: web.Application) -> None:
+    """Once ``app`` has started (its resources made, after every other start-up step), freeze what exists and
+    collect the youngest generation less often."""
+    app.on_startup.append(_freeze_startup_objects)
+
+
 def _serve_alone(
     settings: Settings, master: MasterKeys, context: ssl.SSLContext | None, redis_url: str, url: str
 ) -> None:
@@ -133,6 +155,7 @@ def _serve_alone(
         app.cleanup_ctx.append(metrics_context(settings.metrics))
     banner = Banner(settings, url)
     app.on_startup.append(banner.create_demo_agency)
+    settle_garbage_collector(app)
     try:
         run_server(app, settings, context, on_listening=banner.print)
     except OSError as exc:

@@ -33,7 +33,7 @@ from service.app import create_app
 from service.cli.graceful import run_server
 from service.cli.options import settings_from
 from service.cli.runtime import master_keys_for
-from service.cli.serve import Banner, listen_url, tls_context
+from service.cli.serve import Banner, listen_url, settle_garbage_collector, tls_context
 from service.domain.redaction import redact_card_numbers
 from service.errors import CardvaultError
 from service.http.health import WORKER_NUMBER
@@ -82,6 +82,7 @@ def serve_worker(order: dict[str, Any], reports: Reports) -> int:
     app = create_app(settings, keyring.master, redis_url=order["redis_url"], tls=context is not None)
     app[WORKER_NUMBER] = number
     app.on_startup.append(Banner(settings, listen_url(settings, tls=context is not None)).create_demo_agency)
+    settle_garbage_collector(app)
     run_server(app, settings, context, sockets=sockets, on_listening=lambda: reports.send("ready"))
     fatal = app[SERVICES].fatal
     if fatal:
