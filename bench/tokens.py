@@ -289,6 +289,7 @@ def run_target(runner: asyncio.Runner, target: Target, args: argparse.Namespace,
             summary["rss_before_bytes"] = rss_before
             summary["rss_after_bytes"] = rss_bytes(target.pid)
             summary["cpu_percent"] = cpu
+            summary["server_cpu_ms_per_request"] = server_cpu_ms(cpu.get("server"), summary["requests_per_s"])
             if op == "POST":
                 pool += outcome.ids
                 if used_before is not None and used_after is not None:
@@ -323,6 +324,17 @@ def run_spawned(
         if result is not None:
             result.setdefault("problems", []).extend(problems)
             report["targets"].append(result)
+
+
+def server_cpu_ms(server_percent: float | None, requests_per_s: float | None) -> float | None:
+    """Server CPU time per successful request: steadier than req/s when other work shares the machine."""
+    if server_percent is None or not requests_per_s:
+        return None
+    return round(server_percent / 100 / requests_per_s * 1000, 3)
+
+
+def cpu_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def target_name(workers: int) -> str:
@@ -365,6 +377,7 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
             "throughput": div(a["requests_per_s"], b["requests_per_s"]),
             "p50": div(a["p50_ms"], b["p50_ms"]),
             "p99": div(a["p99_ms"], b["p99_ms"]),
+            "server_cpu_per_request": div(a.get("server_cpu_ms_per_request"), b.get("server_cpu_ms_per_request")),
         }
     out["redis_bytes_per_token"] = div(
         ours["ops"]["POST"].get("redis_bytes_per_token"), ref["ops"]["POST"].get("redis_bytes_per_token")
@@ -390,7 +403,7 @@ def render(report: dict[str, Any]) -> str:
     ]
     header = (
         f"{'target':<12} {'op':<4} {'requests':>9} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} "
-        f"{'p99 ms':>8} {'max ms':>8}  {'server RSS MiB':>16}  {'CPU% srv/redis/gen/other':>24}"
+        f"{'p99 ms':>8} {'max ms':>8}  {'server RSS MiB':>16}  {'CPU% srv/redis/gen/other':>24}  {'srv CPU ms/req':>14}"
     )
     lines += [header, "-" * len(header)]
     notes: list[str] = []
@@ -401,7 +414,7 @@ def render(report: dict[str, Any]) -> str:
             lines.append(
                 f"{target['name']:<12} {op:<4} {s['requests']:>9} {s['errors']:>7} {s['requests_per_s']:>9.1f} "
                 f"{ms(s['p50_ms']):>8} {ms(s['p90_ms']):>8} {ms(s['p99_ms']):>8} {ms(s['max_ms']):>8}  {rss:>16}"
-                f"  {cpu:>24}"
+                f"  {cpu:>24}  {cpu_ms(s.get('server_cpu_ms_per_request')):>14}"
             )
             other = s["cpu_percent"].get("other")
             if other is not None and other > BUSY_MACHINE and target.get("pid"):
@@ -437,7 +450,10 @@ def render(report: dict[str, Any]) -> str:
         lines.append("ratio cardvault / reference (throughput: higher is better; latency, memory: lower is better)")
         for op in ("POST", "GET"):
             r = ratio[op]
-            lines.append(f"  {op:<4} req/s x{fmt(r['throughput'])}   p50 x{fmt(r['p50'])}   p99 x{fmt(r['p99'])}")
+            lines.append(
+                f"  {op:<4} req/s x{fmt(r['throughput'])}   p50 x{fmt(r['p50'])}   p99 x{fmt(r['p99'])}   "
+                f"server CPU per request x{fmt(r['server_cpu_per_request'])}"
+            )
         lines.append(f"  redis bytes per token x{fmt(ratio['redis_bytes_per_token'])}")
     for name, scaling in (report.get("worker_scaling") or {}).items():
         lines.append("")
