@@ -20,6 +20,13 @@ tag, so it runs on one slot; the few operations whose keys cannot share a tag
 (a charge start, the velocity gate, a new staff account, a multi-token
 forward) take per-slot steps on a cluster, described where they are written.
 
+Connections: redis-py's cluster client fails a command at once when a
+node's pool is exhausted, where the standalone client waits for a free
+connection.  ``BoundedRedisCluster`` restores the waiting: at most
+``redis.max_connections`` commands and pipelines are in flight at a time
+(so no node's pool can run out), and one that waits longer than
+``redis.socket_timeout`` for its turn fails as unavailable (503).
+
 Durability: every master must run ``appendonly yes`` + ``appendfsync
 always`` (checked at start and by /readyz on each master).  Confirming writes
 on replicas (``redis.durability: replicas``) needs ``WAIT`` on the connection
@@ -29,11 +36,15 @@ is refused with a cluster URL rather than silently weakened.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+import redis.exceptions as redis_exc
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -105,6 +116,42 @@ def check_durability(settings: RedisSettings) -> None:
         )
 
 
+class BoundedRedisCluster(RedisCluster):
+    """RedisCluster that waits for its turn instead of failing when connections run out (module docstring)."""
+
+    def __init__(self, *args: Any, in_flight: int, wait_seconds: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._turns = asyncio.Semaphore(in_flight)
+        self._wait_seconds = wait_seconds
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self._wait_seconds):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise redis_exc.ConnectionError("no free Redis connection in time") from None
+        try:
+            yield
+        finally:
+            self._turns.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.turn():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        async def execute_in_turn(raise_on_error: bool = True) -> Any:
+            async with self.turn():
+                return await execute(raise_on_error)
+
+        setattr(pipe, "execute", execute_in_turn)  # noqa: B010 - instance attribute on purpose
+        return pipe
+
+
 def cluster_client(target: ClusterTarget, settings: RedisSettings) -> RedisCluster:
     """A cluster-mode client with the standalone client's timeouts and no retries (module docstring)."""
     options: dict[str, Any] = {
@@ -114,7 +161,9 @@ def cluster_client(target: ClusterTarget, settings: RedisSettings) -> RedisClust
     }
     if target.tls:
         options["ssl"] = True
-    return RedisCluster(
+    return BoundedRedisCluster(
+        in_flight=settings.max_connections,
+        wait_seconds=settings.socket_timeout,
         startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
         username=target.username,
         password=target.password,
