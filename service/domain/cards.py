@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import functools
 import hmac
 import secrets
 from collections.abc import Callable
@@ -152,6 +153,10 @@ def luhn_check_digit(partial: str) -> str:
     return str(-_luhn_total(partial, rightmost_doubled=True) % 10)
 
 
+#: The most leading digits any brand range looks at.
+_LONGEST_PREFIX: Final = max(prefix_range.width for prefix_range in BRAND_PREFIXES)
+
+
 def detect_brand(digits_prefix: str) -> Brand | None:
     """The brand of a (possibly partial) card number, or None while no prefix range matches.
 
@@ -162,6 +167,13 @@ def detect_brand(digits_prefix: str) -> Brand | None:
     digits = _strip_separators(digits_prefix)
     if not _is_ascii_digits(digits):
         return None
+    return _brand_of_prefix(digits[:_LONGEST_PREFIX])
+
+
+@functools.lru_cache(maxsize=4096)
+def _brand_of_prefix(digits: str) -> Brand | None:
+    """The longest range matching at most ``_LONGEST_PREFIX`` leading digits (all a brand depends on), cached:
+    every token request and every token read parses a number, and most share a few issuer prefixes."""
     best: PrefixRange | None = None
     for prefix_range in BRAND_PREFIXES:
         if prefix_range.matches(digits) and (best is None or prefix_range.width > best.width):

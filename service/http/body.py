@@ -67,7 +67,8 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise MalformedRequest("The body is not valid JSON") from None
     if not isinstance(data, dict):
         raise MalformedRequest("The body must be a JSON object")
-    if _depth(data, MAX_DEPTH) > MAX_DEPTH:
+    # Each level of nesting opens a bracket, so a text with few brackets (inside strings too) cannot be deep.
+    if text.count("{") + text.count("[") > MAX_DEPTH and _depth(data, MAX_DEPTH) > MAX_DEPTH:
         raise MalformedRequest("The body is nested too deeply")
     if "\\u" in text and _has_lone_surrogate(data):
         raise MalformedRequest("The body has a \\u escape that is half of a character (a lone surrogate)")
