@@ -46,7 +46,7 @@ from service.domain.charges import (
     new_charge_id,
     new_refund_id,
 )
-from service.domain.tokens import StoredCard, is_token_id
+from service.domain.tokens import is_token_id
 from service.domain.velocity import Action, GatePlan
 from service.errors import Conflict, DecryptionFailed, FieldError, NotFound, ValidationFailed
 from service.metrics import record_charge
@@ -164,7 +164,7 @@ class ChargeService:
             raise NotFound("No such token", code="token_not_found")
         assert started.card_blob is not None
         try:
-            stored = StoredCard.from_bytes(principal.keys.open_card(request.token, started.card_blob))
+            stored = principal.keys.open_stored_card(request.token, started.card_blob)
             cvc = (
                 parse_cvc(principal.keys.open_cvc(request.token, started.cvc_blob).decode(), stored.number.brand)
                 if started.cvc_blob
@@ -226,7 +226,7 @@ class ChargeService:
             if blob is not None:
                 # A card that fails its integrity check is refused (and recorded) by the start as before.
                 with contextlib.suppress(DecryptionFailed):
-                    fingerprint = StoredCard.from_bytes(principal.keys.open_card(token_id, blob)).fingerprint
+                    fingerprint = principal.keys.open_stored_card(token_id, blob).fingerprint
         return velocity.plan(Action.CHARGES, principal.agency, subject, fingerprint)
 
     def _after_authorization(self, charge: Charge, result: ProcessorResult, capture: bool) -> Charge:

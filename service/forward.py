@@ -126,7 +126,7 @@ class ForwardService:
             blob = loaded.cards[token_id]
             if blob is None:
                 raise _token_not_found(token_id)
-            cards[token_id] = StoredCard.from_bytes(principal.keys.open_card(token_id, blob))
+            cards[token_id] = principal.keys.open_stored_card(token_id, blob)
         for token_id in template.cvc_token_ids:
             if not loaded.has_cvc[token_id]:
                 raise _cvc_unavailable(token_id)

@@ -129,7 +129,7 @@ class Vault:
             if result.outcome == "existing":
                 assert result.existing_id is not None
                 assert result.existing_blob is not None
-                existing = StoredCard.from_bytes(keys.open_card(result.existing_id, result.existing_blob))
+                existing = keys.open_stored_card(result.existing_id, result.existing_blob)
                 cvc_retained = result.existing_cvc
                 if request.cvc is not None:
                     cvc_ms = min(cvc_expires_ms, millis(existing.expires_at))
@@ -145,7 +145,7 @@ class Vault:
         blob, has_cvc = await self.store.get_token(principal.agency.id, token_id)
         if blob is None:
             raise NotFound("No such token", code="token_not_found")
-        stored = StoredCard.from_bytes(principal.keys.open_card(token_id, blob))
+        stored = principal.keys.open_stored_card(token_id, blob)
         return TokenView.of(token_id, stored, cvc_retained=has_cvc)
 
     async def delete(self, principal: Principal, token_id: str) -> None:
@@ -155,7 +155,7 @@ class Vault:
         if blob is None:
             raise NotFound("No such token", code="token_not_found")
         try:
-            stored = StoredCard.from_bytes(principal.keys.open_card(token_id, blob))
+            stored = principal.keys.open_stored_card(token_id, blob)
         except DecryptionFailed:
             # Already deleted, which is what was asked; the fingerprint set drops the
             # dangling id the next time it is read (see the store's scripts).
@@ -166,7 +166,7 @@ class Vault:
         """The oldest ``LIST_LIMIT`` live tokens of the card, and whether there are more."""
         found = await self.store.tokens_by_fingerprint(principal.agency.id, fingerprint)
         views = [
-            TokenView.of(token_id, StoredCard.from_bytes(principal.keys.open_card(token_id, blob)), cvc_retained=cvc)
+            TokenView.of(token_id, principal.keys.open_stored_card(token_id, blob), cvc_retained=cvc)
             for token_id, blob, cvc in found
         ]
         views.sort(key=lambda v: (v.created, v.id))

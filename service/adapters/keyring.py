@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.adapters import crypto
+from service.domain.tokens import StoredCard
 from service.errors import ConfigError, DecryptionFailed, KeyringError
 
 DEV_KEY_PREFIX = "dev:"
@@ -182,6 +183,10 @@ class AgencyKeys:
         if crypto.blob_version(blob) != SECRETS_KEY_VERSION:
             raise DecryptionFailed("not an agency secret")
         return crypto.decrypt(self.secrets_key, blob, self._aad(purpose, object_id))
+
+    def open_stored_card(self, token_id: str, blob: bytes) -> StoredCard:
+        """A token's card record, decrypted and decoded (its fingerprint recomputed with this agency's key)."""
+        return StoredCard.from_bytes(self.open_card(token_id, blob), self.fingerprint)
 
     def fingerprint(self, card_digits: str) -> str:
         """A stable keyed hash of the card number alone, unique to this agency."""

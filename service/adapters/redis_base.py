@@ -89,12 +89,32 @@ def cvc_key(agency_id: str, token_id: str) -> str:
 
 
 def card_shard(fingerprint: str) -> int:
-    """The shard every token of a card lives in, with the card's fingerprint set."""
-    return shard_of(fingerprint)
+    """The shard every token of a card lives in, with the card's fingerprint index: its first hex digit.
+
+    (A fingerprint is a keyed hash, so its digits are uniform; the first one
+    also nests the index buckets, ``fp[:3]``, inside the shards.)
+    """
+    return int(fingerprint[0], 16) % SHARDS
 
 
 def fingerprint_key(agency_id: str, fingerprint: str) -> str:
-    return f"{data_prefix(agency_id, card_shard(fingerprint))}fp:{fingerprint}"
+    """The fingerprint index bucket of a card: one sorted set per 3-hex-digit prefix in the card's shard.
+
+    A key per card cost more than the token itself (about 260 bytes); in buckets
+    of a few dozen members Redis keeps each as a compact listpack (about 70
+    bytes a token).  Members are ``<fingerprint without its bucket prefix>:<token
+    id>`` (``fingerprint_member``), found by a lexical range on that part.
+    """
+    return f"{data_prefix(agency_id, card_shard(fingerprint))}fpi:{fingerprint[:3]}"
+
+
+def fingerprint_in_bucket(fingerprint: str) -> str:
+    """The part of a fingerprint its index bucket does not already say (the bucket is its first three digits)."""
+    return fingerprint[3:]
+
+
+def fingerprint_member(fingerprint: str, token_id: str) -> str:
+    return f"{fingerprint_in_bucket(fingerprint)}:{token_id}"
 
 
 def api_key_key(key_hash: str) -> str:

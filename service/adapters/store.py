@@ -13,7 +13,9 @@ Key layout (the tags are explained in ``redis_base``; ``<s>`` is a data shard,
     cv:{cv}:agency:<agency>            hash   slug, status, origins, created, api_keys, dk_current, dk:<v>, fk
     cv:{<agency>.<s>}:tok:<token id>   string card ciphertext, expires with the token
     cv:{<agency>.<s>}:cvc:<token id>   string CVC ciphertext, expires after the CVC TTL
-    cv:{<agency>.<s>}:fp:<fingerprint> set    token ids of that card, expires with its last token
+    cv:{<agency>.<s>}:fpi:<fp[:3]>     zset   "<fingerprint[3:]>:<token id>" of the cards whose fingerprint
+                                              starts with fp[:3] (score 0, read by lexical range);
+                                              expires with its last token
     cv:{<agency>}:api-keys-grace       hash   keys of earlier rotations still in their grace period
     cv:{<agency>}:dk-rotated           string when the data key was last rotated (retire waits out the auth cache)
     cv:{<agency>}:rewrap-cursor        string "v<target version>:<scan position>" of an interrupted rewrap
@@ -43,7 +45,9 @@ from service.adapters.redis_base import (
     card_shard,
     cvc_key,
     data_prefix,
+    fingerprint_in_bucket,
     fingerprint_key,
+    fingerprint_member,
     get_many,
     id_in_shard,
     redis_errors,
@@ -59,18 +63,21 @@ __all__ = ["AgencyRow", "PutResult", "VaultStore", "agency_key", "api_key_key", 
 FINGERPRINT_LIST_LIMIT = 1000  # read at most this many; the API shows the oldest 100
 
 _PUT_CARD_LUA = """
--- KEYS: token, cvc, fingerprint set
+-- KEYS: token, cvc, fingerprint index
 -- ARGV: token blob, token expire-at ms, cvc blob or '', cvc expire-at ms, token id,
---       dedupe '1'|'0', token key prefix, cvc key prefix, format ('opaque'|'pan_shaped'), now ms
+--       dedupe '1'|'0', token key prefix, cvc key prefix, format ('opaque'|'pan_shaped'), now ms,
+--       fingerprint (without its bucket prefix: see fingerprint_member)
+local fp = ARGV[11]
 if ARGV[6] == '1' then
   local want_opaque = ARGV[9] == 'opaque'
-  for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  for _, member in ipairs(redis.call('ZRANGEBYLEX', KEYS[3], '[' .. fp .. ':', '(' .. fp .. ';')) do
+    local id = string.sub(member, #fp + 2)
     if (string.sub(id, 1, 4) == 'tok_') == want_opaque then
       local blob = redis.call('GET', ARGV[7] .. id)
       if blob then
         return {'existing', id, blob, redis.call('EXISTS', ARGV[8] .. id)}
       end
-      redis.call('SREM', KEYS[3], id)
+      redis.call('ZREM', KEYS[3], member)
     end
   end
 end
@@ -80,7 +87,7 @@ end
 if ARGV[3] ~= '' then
   redis.call('SET', KEYS[2], ARGV[3], 'PXAT', ARGV[4])
 end
-redis.call('SADD', KEYS[3], ARGV[5])
+redis.call('ZADD', KEYS[3], 0, fp .. ':' .. ARGV[5])
 if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[2]) - tonumber(ARGV[10]) then
   redis.call('PEXPIREAT', KEYS[3], ARGV[2])
 end
@@ -88,13 +95,15 @@ return {'created'}
 """
 
 _TOKENS_BY_FINGERPRINT = """
--- KEYS: fingerprint set; ARGV: token key prefix, cvc key prefix, limit
+-- KEYS: fingerprint index; ARGV: token key prefix, cvc key prefix, limit, fingerprint (without its bucket prefix)
 local out = {}
 local found = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+local fp = ARGV[4]
+for _, member in ipairs(redis.call('ZRANGEBYLEX', KEYS[1], '[' .. fp .. ':', '(' .. fp .. ';')) do
+  local id = string.sub(member, #fp + 2)
   local blob = redis.call('GET', ARGV[1] .. id)
   if not blob then
-    redis.call('SREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[1], member)
   elseif found < tonumber(ARGV[3]) then
     found = found + 1
     table.insert(out, id)
@@ -204,6 +213,7 @@ class VaultStore(AgencyRecords):
                     *card_prefixes(agency_id, fingerprint),
                     token_format,
                     now_ms,
+                    fingerprint_in_bucket(fingerprint),
                 ],
             )
         outcome = text_of(reply[0])
@@ -232,13 +242,17 @@ class VaultStore(AgencyRecords):
 
     async def forget_fingerprint(self, agency_id: str, fingerprint: str, token_id: str) -> None:
         with redis_errors():
-            await self.redis.srem(fingerprint_key(agency_id, fingerprint), token_id)
+            await self.redis.zrem(fingerprint_key(agency_id, fingerprint), fingerprint_member(fingerprint, token_id))
 
     async def tokens_by_fingerprint(self, agency_id: str, fingerprint: str) -> list[tuple[str, bytes, bool]]:
         with redis_errors():
             flat = await self._by_fingerprint(
                 keys=[fingerprint_key(agency_id, fingerprint)],
-                args=[*card_prefixes(agency_id, fingerprint), FINGERPRINT_LIST_LIMIT],
+                args=[
+                    *card_prefixes(agency_id, fingerprint),
+                    FINGERPRINT_LIST_LIMIT,
+                    fingerprint_in_bucket(fingerprint),
+                ],
             )
         return [(text_of(flat[i]), flat[i + 1], bool(flat[i + 2])) for i in range(0, len(flat), 3)]
 

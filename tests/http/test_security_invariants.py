@@ -245,9 +245,9 @@ class TestNoPlaintextAtRest:
                     assert plaintext.encode() not in value, (key, plaintext)
                 assert key.rsplit(b":", 1)[1].decode() in token_ids
                 stored += 1
-            elif b":fp:" in key:
-                assert kind == b"set"
-                assert {m.decode() for m in r.smembers(key)} <= token_ids
+            elif b":fpi:" in key:  # the fingerprint index: "<fingerprint>:<token id>", no card data
+                assert kind == b"zset"
+                assert {m.decode().split(":")[1] for m in r.zrange(key, 0, -1)} <= token_ids
             else:
                 assert key == redis_keys.agency_key(agency.id).encode()
                 record = r.hgetall(key)

@@ -540,7 +540,9 @@ class TestDelete:
         assert resp.status == 204
         assert await resp.read() == b""
         assert r.exists(token_key(agency, token_id), cvc_key(agency, token_id)) == 0
-        assert not r.sismember(fingerprint_key(agency, created["card"]["fingerprint"]), token_id)
+        fingerprint = created["card"]["fingerprint"]
+        index = fingerprint_key(agency, fingerprint)
+        assert r.zscore(index, redis_base.fingerprint_member(fingerprint, token_id)) is None
 
     async def test_get_after_delete_is_not_found(self, client: Client, agency: AgencyKeys) -> None:
         """After DELETE, GET and a second DELETE both answer 404 token_not_found."""

@@ -120,7 +120,9 @@ class TestStoredRecord:
             postal_code=postal_code,
             metadata=metadata,
         )
-        again = StoredCard.from_bytes(stored.to_bytes())
+        packed = stored.to_bytes()
+        assert b"f" * 16 not in packed  # the fingerprint is recomputed on reading, not stored
+        again = StoredCard.from_bytes(packed, lambda digits: "f" * 32 if digits == number else "wrong")
         assert again == stored
         assert number not in repr(again)
         view = TokenView.of(new_opaque_token_id(), again, cvc_retained=False)
