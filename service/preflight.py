@@ -22,6 +22,7 @@ from pathlib import Path
 import redis.asyncio as redis
 
 from service.adapters.durability import DurableRedis
+from service.adapters.redis_failures import NOT_A_CLUSTER_URL
 from service.adapters.redis_inspect import ServerFacts, inspect_server
 from service.errors import ConfigError
 from service.settings import RedisSettings, Settings
@@ -67,6 +68,8 @@ class DurabilityProblems:
 def durability_problems(settings: RedisSettings, facts: ServerFacts) -> DurabilityProblems:
     """Judge the server's persistence and replication against the configured contract."""
     problems = DurabilityProblems()
+    if facts.lone_cluster_node:
+        problems.static.append(f"redis.url: {NOT_A_CLUSTER_URL}")
     if facts.role != "master":
         problems.dynamic.append(
             "redis.url: the server is a read-only replica; point redis.url at the master or use redis+sentinel://"

@@ -127,7 +127,7 @@ def redis_errors() -> Iterator[None]:
     through."""
     try:
         yield
-    except redis_exc.RedisError as exc:
+    except (redis_exc.RedisError, redis_exc.RedisClusterException) as exc:  # the latter is no RedisError
         reason = unavailable_reason(exc)
         if reason is None:
             raise

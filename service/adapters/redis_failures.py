@@ -20,6 +20,9 @@ _READ_ONLY = (
     "that follows failovers"
 )
 
+NOT_A_CLUSTER_URL = "the server is a Redis Cluster node: redis.url must be a redis+cluster:// URL naming its nodes"
+NOT_A_CLUSTER = "redis.url is a redis+cluster:// URL but the server is not in cluster mode: use redis://"
+
 #: Error codes (the first word of the server's reply) that mean the store refuses for now.
 _REFUSALS: dict[str, str] = {
     "OOM": "the server is out of memory (maxmemory reached, eviction policy noeviction) and refuses writes",
@@ -69,6 +72,13 @@ def unavailable_reason(exc: BaseException) -> str | None:
         if "previous master is now a slave" in str(exc):
             return "the master was demoted during a failover; reconnecting to the new one"
         return "unreachable"
+    if isinstance(exc, redis_exc.MovedError | redis_exc.AskError):
+        # Only a client that is not cluster-aware ever sees these (the cluster client follows them).
+        return NOT_A_CLUSTER_URL
+    if isinstance(exc, redis_exc.RedisClusterException):
+        if "Cluster mode is not enabled" in str(exc):
+            return NOT_A_CLUSTER
+        return f"the Redis Cluster in redis.url cannot be used: {str(exc).split(':')[0]}"
     if isinstance(exc, redis_exc.RedisError):
         code = _reply_code(exc)
         if code is not None:

@@ -30,6 +30,8 @@ class ServerFacts:
     min_replicas_to_write: int | None
     maxmemory_policy: str | None
     masters: int = 1  # more than one: a Redis Cluster, these facts the weakest of its masters
+    #: A node of a Redis Cluster reached by a client that is not cluster-aware (a redis:// URL).
+    lone_cluster_node: bool = False
 
     @property
     def has_waitaof(self) -> bool:
@@ -81,10 +83,12 @@ async def inspect_server(client: redis.Redis) -> ServerFacts:
             pipe.info("server")
             pipe.info("persistence")
             pipe.info("replication")
+            pipe.info("cluster")
             pipe.config_get("appendfsync")
             pipe.config_get("min-replicas-to-write")
             pipe.config_get("maxmemory-policy")
-            server, persistence, replication, fsync, min_replicas, policy = await pipe.execute(raise_on_error=False)
+            replies = await pipe.execute(raise_on_error=False)
+        server, persistence, replication, cluster, fsync, min_replicas, policy = replies
         for reply in (server, persistence, replication):
             if isinstance(reply, BaseException):
                 raise reply
@@ -99,6 +103,7 @@ async def inspect_server(client: redis.Redis) -> ServerFacts:
         appendfsync=config.get("appendfsync"),
         min_replicas_to_write=int(min_to_write) if min_to_write is not None else None,
         maxmemory_policy=config.get("maxmemory-policy"),
+        lone_cluster_node=isinstance(cluster, dict) and int(cluster.get("cluster_enabled", 0)) == 1,
     )
 
 
@@ -133,7 +138,7 @@ def _weakest(facts: list[ServerFacts]) -> ServerFacts:
         appendfsync=None if None in fsyncs else (weaker[0] if weaker else "always"),
         min_replicas_to_write=None if None in min_replicas else min(cast(list[int], min_replicas)),
         maxmemory_policy=facts[0].maxmemory_policy if len({f.maxmemory_policy for f in facts}) == 1 else "mixed",
-        masters=len(facts),
+        masters=len(facts),  # asked through the cluster client: not "lone" nodes
     )
 
 

@@ -33,6 +33,7 @@ from tests.faults.load import LoadResult, retry_failed_charges, run_load, verify
 from tests.support.cards import CVC, VISA
 from tests.support.generated_cards import distinct_cards
 from tests.support.keys import agency_data_keys
+from tests.support.redis_server import RedisServer
 from tests.support.redis_topologies import RedisClusterTopology
 from tests.support.serve import run_cli
 
@@ -100,6 +101,24 @@ class TestSpreadAndReadiness:
         finally:
             node.config_set("appendfsync", "always")
         await until_ready(client)
+
+    async def test_a_cluster_url_to_a_lone_server_is_named(self, app_for: AppFactory, fresh_redis: RedisServer) -> None:
+        """redis+cluster:// pointed at a server not in cluster mode: /readyz and the API say so, 503, no 500."""
+        client = await app_for(f"redis+cluster://127.0.0.1:{fresh_redis.port}")
+        ready = await client.get("/readyz")
+        assert ready.status == 503
+        assert "not in cluster mode" in (await ready.json())["detail"]
+        answer = await client.post("/v1/tokens", json=CARD, headers={"Authorization": "Bearer sk_" + "x" * 43})
+        assert answer.status == 503
+
+    async def test_a_redis_url_to_one_cluster_node_is_named(
+        self, app_for: AppFactory, cluster: RedisClusterTopology
+    ) -> None:
+        """redis:// pointed at one node of a cluster: not ready, and the reason asks for a redis+cluster:// URL."""
+        client = await app_for(cluster.nodes[0].url)
+        ready = await client.get("/readyz")
+        assert ready.status == 503
+        assert "redis+cluster:// URL" in (await ready.json())["detail"]
 
     def test_replicas_durability_is_refused_with_a_cluster_url(self, cluster: RedisClusterTopology) -> None:
         """WAIT cannot follow writes node by node here: that contract is refused, not silently weakened."""
