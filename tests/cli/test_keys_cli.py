@@ -232,8 +232,11 @@ class TestRewrapResume:
         }
 
     @staticmethod
-    async def write_tokens(env: dict[str, str], slug: str, count: int) -> str:
-        """Tokenize ``count`` cards directly through the vault's own code; returns the agency id."""
+    async def write_tokens(env: dict[str, str], slug: str, count: int, numbers: list[str] | None = None) -> str:
+        """Tokenize ``count`` cards directly through the vault's own code; returns the agency id.
+
+        The cards alternate between two test numbers, or are ``numbers`` (one token each).
+        """
         settings = load_settings(None, environ=env)
         async with open_runtime(settings) as rt:
             row = await rt.agencies.row(slug)
@@ -243,7 +246,7 @@ class TestRewrapResume:
             cvc = parse_cvc(CVC, visa.brand)
 
             async def one(i: int) -> None:
-                number = visa if i % 2 else mastercard
+                number = parse_card_number(numbers[i]) if numbers else (visa if i % 2 else mastercard)
                 request = TokenizeRequest(number, 12, 2031, cvc=cvc if i % 3 == 0 else None)
                 await vault.tokenize(principal, request)
 

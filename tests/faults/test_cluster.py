@@ -222,7 +222,7 @@ class TestOperatorCommandsOnACluster:
         env = keys_cli.TestRewrapResume.env(tmp_path, cluster.url)
         slug = "cluster-operations"
         run_cli("agency", "create", slug, "--origin", "https://shop.example.gov", env=env, cwd=tmp_path).assert_ok()
-        agency_id = await keys_cli.TestRewrapResume.write_tokens(env, slug, 600)
+        agency_id = await keys_cli.TestRewrapResume.write_tokens(env, slug, 600, distinct_cards(600))
         nodes = cluster.client()
         assert sum(1 for count in cluster.keys_per_node(agency_data_pattern(agency_id)) if count) >= 2
 

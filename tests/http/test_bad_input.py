@@ -132,6 +132,8 @@ class Harness:
                 values = [self.redis.get(key) or b""]
             elif kind == b"hash":
                 values = [b for pair in self.redis.hgetall(key).items() for b in pair]
+            elif kind == b"zset":  # the fingerprint index
+                values = list(self.redis.zrange(key, 0, -1))
             else:
                 values = list(self.redis.smembers(key))
             findings += [f"{key!r}: {pan[:6]}" for v in [key, *values] for pan in leaks.cards_in_bytes(v)]
