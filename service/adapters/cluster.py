@@ -48,6 +48,7 @@ from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from service.adapters.redis_urls import host_ports
 from service.errors import ConfigError
 from service.settings import RedisSettings
 
@@ -69,23 +70,6 @@ class ClusterTarget:
     password: str | None = field(default=None, repr=False)
 
 
-def _address(text: str) -> tuple[str, int]:
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ConfigError(f"redis.url: {text!r} is not host[:port] (IPv6 in brackets)")
-        port_text = rest[1:]
-    else:
-        host, _, port_text = text.partition(":")
-    if not host:
-        raise ConfigError(f"redis.url: {text!r} is not host[:port] (IPv6 in brackets)")
-    if not port_text:
-        return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ConfigError(f"redis.url: {text!r} has no valid port")
-    return host, int(port_text)
-
-
 def parse_cluster_url(url: str) -> ClusterTarget:
     """Read a ``redis+cluster://`` URL; a malformed one is a ConfigError naming what is wrong."""
     if not is_cluster_url(url):
@@ -101,7 +85,7 @@ def parse_cluster_url(url: str) -> ClusterTarget:
         user, colon, secret = userinfo.partition(":")
         username = unquote(user) or None
         password = unquote(secret) if colon else None
-    nodes = tuple(_address(part) for part in netloc.split(",") if part)
+    nodes = host_ports(netloc, DEFAULT_PORT)
     if not nodes:
         raise ConfigError("redis.url: a cluster URL names at least one node host[:port]")
     return ClusterTarget(nodes, tls, username, password)

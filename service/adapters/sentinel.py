@@ -32,6 +32,7 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from service.adapters.durability import DurableRedis
+from service.adapters.redis_urls import host_ports
 from service.errors import ConfigError
 
 SCHEME = "redis+sentinel://"
@@ -54,23 +55,6 @@ class SentinelTarget:
     sentinel_password: str | None = field(default=None, repr=False)
 
 
-def _address(text: str) -> tuple[str, int]:
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":") if rest.startswith(":") else ("" if not rest else None)
-        if not bracket:
-            port_text = None
-    else:
-        host, _, port_text = text.partition(":")
-    if not host or port_text is None:
-        raise ConfigError(f"redis.url: {text!r} is not host[:port] (IPv6 in brackets)")
-    if not port_text:
-        return host, DEFAULT_SENTINEL_PORT
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ConfigError(f"redis.url: {text!r} has no valid port")
-    return host, int(port_text)
-
-
 def parse_sentinel_url(url: str) -> SentinelTarget:
     """Read a ``redis+sentinel://`` URL; a malformed one is a ConfigError naming what is wrong."""
     if not is_sentinel_url(url):
@@ -83,7 +67,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
         user, colon, secret = userinfo.partition(":")
         username = unquote(user) or None
         password = unquote(secret) if colon else None
-    sentinels = tuple(_address(part) for part in netloc.split(",") if part)
+    sentinels = host_ports(netloc, DEFAULT_SENTINEL_PORT)
     if not sentinels:
         raise ConfigError("redis.url: a Sentinel URL names at least one Sentinel host[:port]")
     parts = [unquote(p) for p in path.split("/") if p]
