@@ -117,13 +117,21 @@ async def verify(session: Any, auth: dict[str, str], result: LoadResult) -> list
     return lost
 
 
+#: How often a client retries a charge that keeps answering 503 (a replica still resyncing after a failover).
+RETRIES_OF_A_503 = 5
+
+
 async def retry_failed_charges(session: Any, auth: dict[str, str], result: LoadResult) -> list[str]:
     """Replay each 503'd charge with its key: a charge or "in progress", never a second charge for an order."""
     problems = []
     for key, body in result.failed_charges:
-        status, _, text = await _answer(
-            session.post("/v1/charges", json=body, headers={**auth, "Idempotency-Key": key})
-        )
+        for _ in range(RETRIES_OF_A_503):  # a 503 says "retry shortly": a client does, with the same key
+            status, _, text = await _answer(
+                session.post("/v1/charges", json=body, headers={**auth, "Idempotency-Key": key})
+            )
+            if status != 503:
+                break
+            await asyncio.sleep(1.0)
         if status not in (200, 201, 402, 409):
             problems.append(f"retry of {key}: {status} {text[:200]}")
         if status == 409 and json.loads(text).get("code") != "idempotency_request_in_progress":
