@@ -13,6 +13,7 @@ instead of charging again.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 from dataclasses import dataclass, replace
@@ -46,6 +47,7 @@ from service.domain.charges import (
     new_charge_id,
     new_refund_id,
 )
+from service.domain.ids import derived_card_free
 from service.domain.tokens import is_token_id
 from service.domain.velocity import Action, GatePlan
 from service.errors import Conflict, DecryptionFailed, FieldError, NotFound, ValidationFailed
@@ -76,20 +78,39 @@ class ChargeOutcome:
     error: ProcessorError | None = None
 
 
+def _id_text(digest: bytes) -> str:
+    """18 bytes as the 24 URL-safe characters of a random id (hex was mostly digits: see domain/ids)."""
+    return base64.urlsafe_b64encode(digest).decode()
+
+
 def charge_id_for(agency_id: str, idempotency_key: str | None) -> str:
     if idempotency_key is None:
         return new_charge_id()
-    digest = hashlib.blake2b(f"{agency_id}\0{idempotency_key}".encode(), person=b"cv-charge-id", digest_size=18)
-    return "ch_" + digest.hexdigest()[:24]
+
+    def derive(attempt: int) -> str:
+        salt = f"\0{attempt}" if attempt else ""
+        data = f"{agency_id}\0{idempotency_key}{salt}".encode()
+        return (
+            "ch_"
+            + base64.urlsafe_b64encode(hashlib.blake2b(data, person=b"cv-charge-id", digest_size=18).digest()).decode()
+        )
+
+    return derived_card_free(derive)
 
 
 def refund_id_for(agency_id: str, charge_id: str, idempotency_key: str | None) -> str:
     if idempotency_key is None:
         return new_refund_id()
-    digest = hashlib.blake2b(
-        f"{agency_id}\0{charge_id}\0{idempotency_key}".encode(), person=b"cv-refund-id", digest_size=18
-    )
-    return "re_" + digest.hexdigest()[:24]
+
+    def derive(attempt: int) -> str:
+        salt = f"\0{attempt}" if attempt else ""
+        data = f"{agency_id}\0{charge_id}\0{idempotency_key}{salt}".encode()
+        return (
+            "re_"
+            + base64.urlsafe_b64encode(hashlib.blake2b(data, person=b"cv-refund-id", digest_size=18).digest()).decode()
+        )
+
+    return derived_card_free(derive)
 
 
 def _rule_error(exc: ChargeRuleError) -> Exception:

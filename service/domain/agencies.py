@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from service.domain.ids import card_free
 from service.domain.processing import Destination, ProcessorConfig
 from service.domain.velocity import VelocityOverrides
 
@@ -70,7 +71,7 @@ def normalize_origin(origin: str) -> str:
 
 
 def new_agency_id() -> str:
-    return "agy_" + secrets.token_hex(8)
+    return card_free(lambda: "agy_" + secrets.token_hex(8))
 
 
 def new_api_key(kind: KeyKind) -> str:

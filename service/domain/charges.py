@@ -30,6 +30,8 @@ import secrets
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from service.domain.ids import card_free
+
 CURRENCIES = frozenset({"usd"})
 MAX_AMOUNT = 99_999_999  # $999,999.99: the most any processor we speak to accepts
 REFERENCE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,63}\Z")
@@ -60,7 +62,7 @@ class ChargeRuleError(ValueError):
 
 
 def new_charge_id() -> str:
-    return "ch_" + secrets.token_urlsafe(18)
+    return card_free(lambda: "ch_" + secrets.token_urlsafe(18))
 
 
 REFUND_PENDING = "pending"  # recorded before the processor is called
@@ -70,7 +72,7 @@ REFUND_UNKNOWN = "unknown"  # the processor did not answer: reconcile before ref
 
 
 def new_refund_id() -> str:
-    return "re_" + secrets.token_urlsafe(18)
+    return card_free(lambda: "re_" + secrets.token_urlsafe(18))
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ import secrets
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from service.domain.ids import card_free
+
 SESSION_ID_PREFIX = "cs_"
 SECRET_MARKER = "_secret_"  # noqa: S105 - a separator, not a password
 #: How long a finished or expired session stays readable after it expires.
@@ -52,7 +54,7 @@ class PaymentStatus(enum.StrEnum):
 
 
 def new_session_id() -> str:
-    return SESSION_ID_PREFIX + secrets.token_hex(16)
+    return card_free(lambda: SESSION_ID_PREFIX + secrets.token_hex(16))
 
 
 def is_session_id(value: str) -> bool:

@@ -25,6 +25,8 @@ from typing import Any, Final
 
 import pyotp
 
+from service.domain.ids import card_free
+
 MIN_PASSWORD_LENGTH: Final = 12
 MAX_PASSWORD_LENGTH: Final = 128
 MAX_FAILED_ATTEMPTS: Final = 10
@@ -171,7 +173,7 @@ def group_secret(secret: str) -> str:
 
 
 def new_staff_id() -> str:
-    return "stf_" + secrets.token_hex(8)
+    return card_free(lambda: "stf_" + secrets.token_hex(8))
 
 
 def new_enrollment_token() -> str:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.domain.cards import Brand, CardNumber, parse_card_number
+from service.domain.ids import card_free
 
 OPAQUE_PREFIX = "tok_"
 OPAQUE_RANDOM_BYTES = 18  # 144 bits, more than the 128 the design asks for
@@ -36,7 +37,7 @@ class TokenFormat(enum.StrEnum):
 
 
 def new_opaque_token_id() -> str:
-    return OPAQUE_PREFIX + secrets.token_urlsafe(OPAQUE_RANDOM_BYTES)
+    return card_free(lambda: OPAQUE_PREFIX + secrets.token_urlsafe(OPAQUE_RANDOM_BYTES))
 
 
 def is_token_id(value: str) -> bool:

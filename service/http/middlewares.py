@@ -18,6 +18,7 @@ import structlog
 from aiohttp import web
 
 from service.adapters.processors.base import ProcessorError
+from service.domain.ids import card_free
 from service.domain.redaction import contains_card_number
 from service.errors import ApiError, DecryptionFailed, KeyringError, StoreUnavailable
 from service.http import problems
@@ -50,7 +51,7 @@ def mint_request_id() -> str:
     the redactor would then mangle it in problem bodies and logs.
     """
     while True:
-        rid = "req_" + secrets.token_hex(12)
+        rid = card_free(lambda: "req_" + secrets.token_hex(12))
         if not contains_card_number(rid):
             return rid
 

@@ -41,6 +41,7 @@ import secrets
 
 from service.adapters.processors.base import TRANSACTION_SETTLED, AuthorizationRequest, Outcome, ProcessorResult
 from service.clock import Clock, system_clock
+from service.domain.ids import card_free
 
 DECLINES = {
     "4000000000000002": "generic_decline",
@@ -70,7 +71,7 @@ _CAPTURED_ID = re.compile(r"^(sbx_[0-9a-f]{20})_([0-9]{1,12})\Z")
 
 
 def _transaction_id() -> str:
-    return "sbx_" + secrets.token_hex(10)
+    return card_free(lambda: "sbx_" + secrets.token_hex(10))
 
 
 def next_settlement(captured_at: float, cutoff: dt.time) -> int:
