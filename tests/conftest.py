@@ -96,7 +96,7 @@ def aiohttp_client(aiohttp_client: Any) -> Any:
 
 
 #: ``CARDVAULT_TEST_REDIS=cluster``: the session's Redis is a Redis Cluster of three masters instead of one
-#: server, so the same tests run against the cluster (README, "Redis topologies").
+#: server, so the same tests run against the cluster (README, "Standalone, Sentinel or Cluster").
 TEST_TOPOLOGY = os.environ.get("CARDVAULT_TEST_REDIS", "standalone")
 
 
