@@ -13,9 +13,7 @@ instead of charging again.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 from dataclasses import dataclass, replace
 
 from service.adapters.charges_store import ChargeStore
@@ -47,7 +45,7 @@ from service.domain.charges import (
     new_charge_id,
     new_refund_id,
 )
-from service.domain.ids import derived_card_free
+from service.domain.ids import key_derived_id
 from service.domain.tokens import is_token_id
 from service.domain.velocity import Action, GatePlan
 from service.errors import Conflict, DecryptionFailed, FieldError, NotFound, ValidationFailed
@@ -78,39 +76,16 @@ class ChargeOutcome:
     error: ProcessorError | None = None
 
 
-def _id_text(digest: bytes) -> str:
-    """18 bytes as the 24 URL-safe characters of a random id (hex was mostly digits: see domain/ids)."""
-    return base64.urlsafe_b64encode(digest).decode()
-
-
 def charge_id_for(agency_id: str, idempotency_key: str | None) -> str:
     if idempotency_key is None:
         return new_charge_id()
-
-    def derive(attempt: int) -> str:
-        salt = f"\0{attempt}" if attempt else ""
-        data = f"{agency_id}\0{idempotency_key}{salt}".encode()
-        return (
-            "ch_"
-            + base64.urlsafe_b64encode(hashlib.blake2b(data, person=b"cv-charge-id", digest_size=18).digest()).decode()
-        )
-
-    return derived_card_free(derive)
+    return key_derived_id("ch_", b"cv-charge-id", agency_id, idempotency_key)
 
 
 def refund_id_for(agency_id: str, charge_id: str, idempotency_key: str | None) -> str:
     if idempotency_key is None:
         return new_refund_id()
-
-    def derive(attempt: int) -> str:
-        salt = f"\0{attempt}" if attempt else ""
-        data = f"{agency_id}\0{charge_id}\0{idempotency_key}{salt}".encode()
-        return (
-            "re_"
-            + base64.urlsafe_b64encode(hashlib.blake2b(data, person=b"cv-refund-id", digest_size=18).digest()).decode()
-        )
-
-    return derived_card_free(derive)
+    return key_derived_id("re_", b"cv-refund-id", agency_id, charge_id, idempotency_key)
 
 
 def _rule_error(exc: ChargeRuleError) -> Exception:

@@ -41,14 +41,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 import redis.exceptions as redis_exc
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from service.adapters.redis_urls import host_ports
+from service.adapters.redis_urls import host_ports, userinfo
 from service.errors import ConfigError
 from service.settings import RedisSettings
 
@@ -79,12 +78,7 @@ def parse_cluster_url(url: str) -> ClusterTarget:
     netloc, _, path = rest.partition("/")
     if path.strip("/") or "?" in netloc:
         raise ConfigError("redis.url: a cluster URL has no database or options (a cluster has database 0 only)")
-    username = password = None
-    if "@" in netloc:
-        userinfo, _, netloc = netloc.rpartition("@")
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
+    username, password, netloc = userinfo(netloc)
     nodes = host_ports(netloc, DEFAULT_PORT)
     if not nodes:
         raise ConfigError("redis.url: a cluster URL names at least one node host[:port]")

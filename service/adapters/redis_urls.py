@@ -1,10 +1,12 @@
-"""Reading the ``host[:port]`` lists of the multi-host Redis URLs (``redis+sentinel://``, ``redis+cluster://``).
+"""Reading the credentials and ``host[:port]`` lists of the multi-host Redis URLs (``redis+sentinel://``, ``redis+cluster://``).
 
 redis-py parses single-server URLs itself; the Sentinel and cluster URLs name
 several hosts, which these do, IPv6 in brackets included.
 """
 
 from __future__ import annotations
+
+from urllib.parse import unquote
 
 from service.errors import ConfigError
 
@@ -30,3 +32,12 @@ def host_port(text: str, default_port: int) -> tuple[str, int]:
 def host_ports(netloc: str, default_port: int) -> tuple[tuple[str, int], ...]:
     """Every ``host[:port]`` of a comma-separated list."""
     return tuple(host_port(part, default_port) for part in netloc.split(",") if part)
+
+
+def userinfo(netloc: str) -> tuple[str | None, str | None, str]:
+    """(username, password, the rest) of ``[[username]:password@]rest``, percent-decoded; None when absent."""
+    if "@" not in netloc:
+        return None, None, netloc
+    info, _, rest = netloc.rpartition("@")
+    user, colon, secret = info.partition(":")
+    return unquote(user) or None, unquote(secret) if colon else None, rest

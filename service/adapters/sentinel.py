@@ -32,7 +32,7 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from service.adapters.durability import DurableRedis
-from service.adapters.redis_urls import host_ports
+from service.adapters.redis_urls import host_ports, userinfo
 from service.errors import ConfigError
 
 SCHEME = "redis+sentinel://"
@@ -61,12 +61,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
         raise ConfigError(f"redis.url: a Sentinel URL starts with {SCHEME}")
     rest, _, query = url[len(SCHEME) :].partition("?")
     netloc, _, path = rest.partition("/")
-    username = password = None
-    if "@" in netloc:
-        userinfo, _, netloc = netloc.rpartition("@")
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
+    username, password, netloc = userinfo(netloc)
     sentinels = host_ports(netloc, DEFAULT_SENTINEL_PORT)
     if not sentinels:
         raise ConfigError("redis.url: a Sentinel URL names at least one Sentinel host[:port]")

@@ -11,6 +11,8 @@ the shortest card number is 12 digits.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from collections.abc import Callable
 
@@ -39,3 +41,19 @@ def derived_card_free(derive: Callable[[int], str]) -> str:
         if looks_card_free(candidate):
             return candidate
     raise RuntimeError("no card-free id derived")
+
+
+def key_derived_id(prefix: str, person: bytes, *parts: str) -> str:
+    """``prefix`` plus 24 URL-safe characters of a BLAKE2b of ``parts``: an id a retry derives again from its key.
+
+    (Charge and refund ids from an Idempotency-Key.  URL-safe text, not hex,
+    which is mostly digits; and derived again with a counter in the rare case
+    the text holds a card-length run.)
+    """
+
+    def derive(attempt: int) -> str:
+        data = "\0".join(parts) + (f"\0{attempt}" if attempt else "")
+        digest = hashlib.blake2b(data.encode(), person=person, digest_size=18).digest()
+        return prefix + base64.urlsafe_b64encode(digest).decode()
+
+    return derived_card_free(derive)
