@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from service.adapters.charges_store import ChargeStore
@@ -46,7 +47,7 @@ from service.domain.charges import (
     new_refund_id,
 )
 from service.domain.ids import key_derived_id
-from service.domain.tokens import is_token_id
+from service.domain.tokens import StoredCard, is_token_id
 from service.domain.velocity import Action, GatePlan
 from service.errors import Conflict, DecryptionFailed, FieldError, NotFound, ValidationFailed
 from service.metrics import record_charge
@@ -74,6 +75,18 @@ class ChargeOutcome:
     charge: Charge
     created: bool
     error: ProcessorError | None = None
+
+
+#: Told each outcome ``ChargeService.create`` returns (the API's audit record): ``(outcome) -> None``.
+Witness = Callable[[ChargeOutcome], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _OpenedCard:
+    """A token's ciphertext as the velocity gate read it, and the card in it."""
+
+    blob: bytes
+    card: StoredCard
 
 
 def charge_id_for(agency_id: str, idempotency_key: str | None) -> str:
@@ -115,8 +128,13 @@ class ChargeService:
         request: ChargeRequest,
         idempotency_key: str | None,
         subject: Subject | None = None,
+        witness: Witness | None = None,
     ) -> ChargeOutcome:
-        """Charge a token once; with a ``subject``, within its velocity limits (else 429, nothing written)."""
+        """Charge a token once; with a ``subject``, within its velocity limits (else 429, nothing written).
+
+        ``witness`` is told every outcome this returns (an existing charge's too), the new charge's
+        beside its final write; nothing is told of a refusal raised instead.
+        """
         agency = principal.agency
         if agency.max_amount is not None and request.amount > agency.max_amount:
             raise ValidationFailed(
@@ -124,7 +142,7 @@ class ChargeService:
             )
         if not is_token_id(request.token):
             raise NotFound("No such token", code="token_not_found")
-        gate = await self._velocity_gate(principal, request.token, subject)
+        gate, read_first = await self._velocity_gate(principal, request.token, subject)
         processor = self._processor(principal)
         processor.admit()  # a paused processor is refused here, before the CVC is taken
         now = self._now()
@@ -155,12 +173,20 @@ class ChargeService:
             processor.breaker.release()
         if started.outcome == "exists":
             assert started.existing is not None
-            return ChargeOutcome(Charge.from_json(started.existing), created=False)
+            existing = ChargeOutcome(Charge.from_json(started.existing), created=False)
+            if witness is not None:
+                await witness(existing)
+            return existing
         if started.outcome == "no_token":
             raise NotFound("No such token", code="token_not_found")
         assert started.card_blob is not None
         try:
-            stored = principal.keys.open_stored_card(request.token, started.card_blob)
+            # The gate's read opened this very ciphertext a moment ago: no need to open it twice.
+            stored = (
+                read_first.card
+                if read_first is not None and read_first.blob == started.card_blob
+                else principal.keys.open_stored_card(request.token, started.card_blob)
+            )
             cvc = (
                 parse_cvc(principal.keys.open_cvc(request.token, started.cvc_blob).decode(), stored.number.brand)
                 if started.cvc_blob
@@ -200,30 +226,38 @@ class ChargeService:
         except ProcessorError as exc:
             error = exc
             final = self._after_error(pending, exc)
+        outcome = ChargeOutcome(final, created=True, error=error)
+        # The final record, the witness (the audit record) and a decline's count are independent writes:
+        # sent together they share a round trip (and an fsync) instead of waiting for each other.
+        writes: list[Awaitable[None]] = [self._save(agency.id, placeholder, final)]
         if final.status is ChargeStatus.DECLINED and self.velocity is not None:
-            # Declines feed the decline ratios; counted beside the final write, adding no wait.
-            await asyncio.gather(
-                self._save(agency.id, placeholder, final), self.velocity.record_decline(agency, subject)
-            )
-        else:
-            await self._save(agency.id, placeholder, final)
+            writes.append(self.velocity.record_decline(agency, subject))  # feeds the decline ratios
+        if witness is not None:
+            writes.append(witness(outcome))
+        for written in await asyncio.gather(*writes, return_exceptions=True):
+            if isinstance(written, BaseException):
+                raise written
         record_charge(processor.name, str(final.status), final.decline_code)
-        return ChargeOutcome(final, created=True, error=error)
+        return outcome
 
-    async def _velocity_gate(self, principal: Principal, token_id: str, subject: Subject | None) -> GatePlan | None:
-        """The charge's velocity gate.  The per-card limit needs the card's fingerprint, sealed inside the
-        token: one read of the token before the charge starts (the only round trip velocity adds to a charge)."""
+    async def _velocity_gate(
+        self, principal: Principal, token_id: str, subject: Subject | None
+    ) -> tuple[GatePlan | None, _OpenedCard | None]:
+        """The charge's velocity gate, and the card it read.  The per-card limit needs the card's fingerprint,
+        sealed inside the token: one read of the token before the charge starts (the only round trip
+        velocity adds to a charge)."""
         velocity = self.velocity
         if velocity is None or subject is None:
-            return None
-        fingerprint = None
+            return None, None
+        opened = None
         if velocity.counts_cards(Action.CHARGES, principal.agency, subject):
             blob = await self.store.token_blob(principal.agency.id, token_id)
             if blob is not None:
                 # A card that fails its integrity check is refused (and recorded) by the start as before.
                 with contextlib.suppress(DecryptionFailed):
-                    fingerprint = principal.keys.open_stored_card(token_id, blob).fingerprint
-        return velocity.plan(Action.CHARGES, principal.agency, subject, fingerprint)
+                    opened = _OpenedCard(blob, principal.keys.open_stored_card(token_id, blob))
+        fingerprint = opened.card.fingerprint if opened is not None else None
+        return velocity.plan(Action.CHARGES, principal.agency, subject, fingerprint), opened
 
     def _after_authorization(self, charge: Charge, result: ProcessorResult, capture: bool) -> Charge:
         now = self._now()

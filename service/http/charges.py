@@ -91,10 +91,13 @@ async def create_charge(request: web.Request) -> web.StreamResponse:
             order_reference=data["order_reference"],
             channel=Channel(data["channel"]),
         )
+
+        async def witness(outcome: ChargeOutcome) -> None:  # written beside the charge's final record
+            await _audit_charge(request, principal, Action.CHARGE, outcome)
+
         outcome = await _charges(request).create(
-            principal, charge_request, idempotency_key(request), subject_of(request, principal)
+            principal, charge_request, idempotency_key(request), subject_of(request, principal), witness
         )
-        await _audit_charge(request, principal, Action.CHARGE, outcome)
         return _charge_answer(request, outcome, new=True)
 
     async with refusals_recorded(request, principal, Action.CHARGE):
