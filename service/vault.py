@@ -17,7 +17,7 @@ from service.adapters.store import VaultStore
 from service.agencies import Principal
 from service.clock import Clock, millis
 from service.domain.cards import CardNumber, Cvc, expiry_end, make_pan_shaped
-from service.domain.tokens import StoredCard, TokenFormat, TokenView, is_token_id, new_opaque_token_id
+from service.domain.tokens import StoredCard, TokenFormat, TokenView, is_token_id
 from service.domain.velocity import Action
 from service.errors import DecryptionFailed, FieldError, NotFound, StoreUnavailable, ValidationFailed
 from service.metrics import record_token_created
@@ -102,11 +102,10 @@ class Vault:
         velocity = self.velocity
         gate = velocity.plan(Action.TOKENS, principal.agency, subject, stored.fingerprint) if velocity else None
         for _ in range(ID_ATTEMPTS):
-            token_id = self.store.new_token_id(
-                stored.fingerprint,
-                new_opaque_token_id
+            token_id = (
+                self.store.new_opaque_token_id(stored.fingerprint)
                 if request.format is TokenFormat.OPAQUE
-                else partial(make_pan_shaped, request.number),
+                else self.store.new_token_id(stored.fingerprint, partial(make_pan_shaped, request.number))
             )
             async with enforce(velocity, gate, subject):
                 result = await self.store.put_token(

@@ -56,6 +56,8 @@ from service.adapters.redis_base import (
     token_key,
 )
 from service.adapters.velocity_store import GatedScript
+from service.domain.ids import card_free
+from service.domain.tokens import opaque_token_candidates
 from service.domain.velocity import GatePlan
 
 __all__ = ["AgencyRow", "PutResult", "VaultStore", "agency_key", "api_key_key", "cvc_key", "redis_errors", "token_key"]
@@ -175,6 +177,18 @@ class VaultStore(AgencyRecords):
     def new_token_id(fingerprint: str, draw: Callable[[], str]) -> str:
         """A fresh id from ``draw`` that lives in the card's data shard, beside its fingerprint set."""
         return id_in_shard(card_shard(fingerprint), draw)
+
+    @staticmethod
+    def new_opaque_token_id(fingerprint: str) -> str:
+        """A fresh opaque id (as ``new_opaque_token_id`` makes them) in the card's data shard.
+
+        The same ids as ``new_token_id(fingerprint, new_opaque_token_id)`` gives, uniform over the
+        card-free ids of the shard, with the cheap test first: candidates are drawn in batches
+        (``opaque_token_candidates``), the shard keeps one in sixteen, and only that one is checked
+        for a card-length run of digits (``card_free`` draws again in the rare case it has one).
+        """
+        shard = card_shard(fingerprint)
+        return card_free(lambda: id_in_shard(shard, opaque_token_candidates().__next__))
 
     async def put_token(
         self,
