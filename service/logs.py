@@ -32,13 +32,22 @@ ACCESS_LOGGER = "cardvault.access"
 _TIMESTAMPER = structlog.processors.TimeStamper(fmt="iso", utc=True)
 
 
+#: Event keys already found not sensitive: keys come from our code and the libraries' (a few dozen names),
+#: so the set stays small; it stops growing at ``_CLEAN_KEYS_MAX`` whatever reaches it.
+_CLEAN_KEYS: set[str] = set()
+_CLEAN_KEYS_MAX = 1024
+
+
 def _plainly_clean(event: MutableMapping[str, Any]) -> bool:
     """Whether a flat event of plain scalars surely has nothing to redact: no card-ish key, and its keys
     and values, joined by a character no card number can span, hold no twelve close digits."""
     parts: list[str] = []
     for key, value in event.items():
-        if type(key) is not str or is_sensitive_key(key):
-            return False
+        if key not in _CLEAN_KEYS:
+            if type(key) is not str or is_sensitive_key(key):
+                return False
+            if len(_CLEAN_KEYS) < _CLEAN_KEYS_MAX:
+                _CLEAN_KEYS.add(key)
         kind = type(value)
         if kind is str:
             parts.append(value)
@@ -64,6 +73,41 @@ def redact_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMap
     return redacted
 
 
+class JsonLinesFormatter(structlog.stdlib.ProcessorFormatter):
+    """The ProcessorFormatter that ``configure_logging`` sets up, with a shortcut for structlog's events.
+
+    Its processors are the last steps of every line: processor metadata off, exceptions formatted, the
+    card redactor, JSON.  An event that comes from structlog (every access line, every ``log.info(...)``
+    of ours) is complete when it gets here; when it carries no ``exc_info`` only the redactor and the
+    renderer have work to do.  So such an event is redacted and rendered directly, without the
+    copy of the record and of the event that ProcessorFormatter makes first (a tenth of an access
+    line's cost): the same line, key for key.  Everything else (exceptions, the libraries' records)
+    takes ProcessorFormatter's own way.
+    """
+
+    _SHORTCUT_EXCLUDES = ("exc_info", "_record", "_from_structlog")
+
+    def __init__(self, foreign_pre_chain: list[Any]) -> None:
+        self._render = structlog.processors.JSONRenderer(sort_keys=False)
+        super().__init__(
+            foreign_pre_chain=foreign_pre_chain,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact_event,
+                self._render,
+            ],
+        )
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = record.msg
+        if type(event) is dict and hasattr(record, "_logger") and not any(k in event for k in self._SHORTCUT_EXCLUDES):
+            rendered = self._render(None, "", redact_event(None, "", event))  # neither changes ``event``
+            assert isinstance(rendered, str)
+            return rendered
+        return super().format(record)
+
+
 def configure_logging(level: str = "info", stream: IO[str] | None = None) -> None:
     """Send every log record, ours and the libraries', as redacted JSON lines to ``stream``."""
     shared: list[Any] = [
@@ -78,15 +122,7 @@ def configure_logging(level: str = "info", stream: IO[str] | None = None) -> Non
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            redact_event,
-            structlog.processors.JSONRenderer(sort_keys=False),
-        ],
-    )
+    formatter = JsonLinesFormatter(foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()])
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
