@@ -58,6 +58,11 @@ TRIP_ACTION = "velocity.trip"
 TIGHTEN_ACTION = "velocity.tighten"
 AGENCY_BUCKET = "-"
 BUCKET_PERSON = b"cv-velocity"
+#: The order a gate's checks are listed (and tripped limits named) in.
+CHECK_ORDER = (Dimension.ADDRESS, Dimension.KEY, Dimension.STAFF, Dimension.CARD, Dimension.AGENCY)
+IN_FORCE_CACHE_MAX = 1024
+#: The limits on one action that are not off: (dimension, limit name, limit), in CHECK_ORDER.
+InForce = tuple[tuple[Dimension, str, Limit], ...]
 
 
 @dataclass(frozen=True, repr=False)
@@ -119,11 +124,33 @@ class Velocity:
         self.keyring = keyring
         self.auditor = auditor
         self.defaults = default_limits(settings)
+        self._in_force: dict[tuple[Action, VelocityOverrides], InForce] = {}
 
     # -- the gate ------------------------------------------------------------------------------
     def _bucket(self, agency_id: str, dimension: Dimension, value: str) -> str:
         """A keyed hash (under the pepper) of what a bucket counts: no address, key or fingerprint in Redis."""
         return self.keyring.mac(f"{agency_id}\0{dimension}\0{value}".encode(), person=BUCKET_PERSON)[:32]
+
+    def _limits_in_force(self, action: Action, overrides: VelocityOverrides) -> InForce:
+        """(dimension, limit name, limit) of every limit on ``action`` that is not off, in check order.
+
+        Worked out once per action and distinct set of agency overrides (a frozen value; an agency's new
+        overrides are a new one), not on every request; the table is emptied if it ever holds
+        ``IN_FORCE_CACHE_MAX`` of them.
+        """
+        key = (action, overrides)
+        found = self._in_force.get(key)
+        if found is None:
+            limits = effective_limits(self.defaults, overrides)
+            found = tuple(
+                (dimension, limit_name(action, dimension), limit)
+                for dimension in CHECK_ORDER
+                if (limit := limits[limit_name(action, dimension)]) is not None
+            )
+            if len(self._in_force) >= IN_FORCE_CACHE_MAX:
+                self._in_force.clear()
+            self._in_force[key] = found
+        return found
 
     def plan(
         self, action: Action, agency: Agency, subject: Subject | None, fingerprint: str | None = None
@@ -131,7 +158,6 @@ class Velocity:
         """The gate of one request, or None when velocity limits are off (or nobody is asking: internal calls)."""
         if subject is None or not self.settings.enabled:
             return None
-        limits = effective_limits(self.defaults, agency.velocity)
         values = {
             Dimension.ADDRESS: subject.address,
             Dimension.KEY: subject.key,
@@ -139,14 +165,19 @@ class Velocity:
             Dimension.CARD: fingerprint,
             Dimension.AGENCY: AGENCY_BUCKET,
         }
-        checks = []
-        for dimension, value in values.items():
-            limit = limits[limit_name(action, dimension)]
-            if value is None or limit is None:
-                continue
-            bucket = AGENCY_BUCKET if dimension is Dimension.AGENCY else self._bucket(agency.id, dimension, value)
-            checks.append(Check(limit_name(action, dimension), bucket, limit, SCOPE_OF[dimension]))
         address = self._bucket(agency.id, Dimension.ADDRESS, subject.address) if subject.address else None
+        checks = []
+        for dimension, name, limit in self._limits_in_force(action, agency.velocity):
+            value = values[dimension]
+            if value is None:
+                continue
+            if dimension is Dimension.AGENCY:
+                bucket = AGENCY_BUCKET
+            elif dimension is Dimension.ADDRESS and address is not None:
+                bucket = address  # the same keyed hash: computed once
+            else:
+                bucket = self._bucket(agency.id, dimension, value)
+            checks.append(Check(name, bucket, limit, SCOPE_OF[dimension]))
         return GatePlan(
             agency_id=agency.id,
             now_ms=millis(self.clock()),
