@@ -28,6 +28,9 @@ whose retry would otherwise find it half-done undo it (see ``charges_store``).
 Commands and pipelines of concurrent requests share round trips
 (``autopipeline``): a batch gets one confirmation after its last command, on
 its connection, which confirms every write in it.
+
+On a Redis Cluster the cluster client does the same node by node, with these
+helpers, on the connection of the master that took each write (``cluster``).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
@@ -87,6 +90,13 @@ def script_may_write(body: str) -> bool:
     calls = len(_SCRIPT_CALL.findall(body))
     literal = [match[1] for match in _LITERAL_CALL.findall(body)]
     return len(literal) != calls or any(is_write(name) for name in literal)
+
+
+def note_script(script: ScriptTextT, registered: AsyncScript) -> AsyncScript:
+    """Remember a registered script that cannot write (``script_may_write``): its EVALSHA needs no confirmation."""
+    if not script_may_write(script.decode() if isinstance(script, bytes) else str(script)):
+        _READ_ONLY_SCRIPTS.add(registered.sha)
+    return registered
 
 
 def needs_confirmation(args: Sequence[Any]) -> bool:
@@ -290,10 +300,7 @@ class DurableRedis(_Confirming, redis.Redis):  # type: ignore[misc]  # redis-py'
         return await batcher.command(args, options)
 
     def register_script(self, script: ScriptTextT) -> AsyncScript:  # type: ignore[override]  # the async mixin's type
-        registered = super().register_script(script)
-        if not script_may_write(script.decode() if isinstance(script, bytes) else str(script)):
-            _READ_ONLY_SCRIPTS.add(registered.sha)
-        return registered
+        return note_script(script, super().register_script(script))
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> DurablePipeline:
         pipe = DurablePipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
@@ -310,8 +317,12 @@ def unconfirmed(client: redis.Redis) -> redis.Redis:
     stream), and a record lost with a failed-over master only means a retry
     runs again, which finds the durable charge it made (its id comes from the
     Idempotency-Key).  Left confirmed, a claim that could not be confirmed would
-    hold its key "in flight" and block the very retry the 503 asks for.
+    hold its key "in flight" and block the very retry the 503 asks for.  On a
+    Redis Cluster the record may sit on another master than the charge, and the
+    second reason alone holds: a cluster client gives its own ``unconfirmed()``
+    view (``cluster.BoundedRedisCluster``).
     """
-    if not isinstance(client, DurableRedis):
-        return client
-    return redis.Redis(connection_pool=client.connection_pool)
+    if isinstance(client, DurableRedis):
+        return redis.Redis(connection_pool=client.connection_pool)
+    view = getattr(client, "unconfirmed", None)
+    return cast(redis.Redis, view()) if callable(view) else client

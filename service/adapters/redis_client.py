@@ -10,8 +10,8 @@ idempotency key instead.
 (``service.adapters.sentinel``).  Either way the client confirms every write
 under ``redis.durability`` (``service.adapters.durability``).
 ``redis+cluster://`` URLs name nodes of a Redis Cluster
-(``service.adapters.cluster``), whose masters confirm writes with
-``appendfsync always``.  Every client times its round trips for the metrics
+(``service.adapters.cluster``), which confirms each write the same way on
+the master that took it.  Every client times its round trips for the metrics
 (``service.adapters.redis_metrics``).
 """
 
@@ -24,7 +24,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.maint_notifications import MaintNotificationsConfig
 
-from service.adapters.cluster import check_durability, cluster_client, is_cluster_url, parse_cluster_url
+from service.adapters.cluster import cluster_client, is_cluster_url, parse_cluster_url
 from service.adapters.durability import Durability, DurableRedis
 from service.adapters.redis_metrics import time_round_trips
 from service.adapters.sentinel import is_sentinel_url, parse_sentinel_url, sentinel_client
@@ -48,7 +48,6 @@ def pool_options(settings: RedisSettings) -> dict[str, Any]:
 def make_client(url: str, settings: RedisSettings) -> redis.Redis:
     """The client for ``url``; ConfigError when the URL or its combination with the settings is wrong."""
     if is_cluster_url(url):
-        check_durability(settings)
         # RedisCluster offers the commands the stores use (not the redis.Redis class): typed as one for them.
         return time_round_trips(cast(redis.Redis, cluster_client(parse_cluster_url(url), settings)))
     client: DurableRedis

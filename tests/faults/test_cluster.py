@@ -4,9 +4,9 @@ The whole HTTP suite also runs against a cluster (``CARDVAULT_TEST_REDIS=cluster
 a pass of its own in ``scripts/test``); this module covers what only a
 cluster has: one agency's data spread over the masters, a slot moved while
 tokens and charges are written (nothing acknowledged lost), /readyz asking
-every master, the durability settings a cluster cannot keep refused, and the
-operator commands (rotation, rewrap, shredding, audit verify) that scan every
-master.
+every master, and the operator commands (rotation, rewrap, shredding, audit
+verify) that scan every master.  ``redis.durability: replicas`` on a cluster
+with replicas is ``test_cluster_replicas``.
 """
 
 from __future__ import annotations
@@ -119,12 +119,6 @@ class TestSpreadAndReadiness:
         ready = await client.get("/readyz")
         assert ready.status == 503
         assert "redis+cluster:// URL" in (await ready.json())["detail"]
-
-    def test_replicas_durability_is_refused_with_a_cluster_url(self, cluster: RedisClusterTopology) -> None:
-        """WAIT cannot follow writes node by node here: that contract is refused, not silently weakened."""
-        with pytest.raises(ConfigError, match="not available with a Redis Cluster URL"):
-            make_client(cluster.url, RedisSettings(durability="replicas"))
-        make_client(cluster.url, RedisSettings(durability="fsync"))  # the one a cluster keeps
 
     def test_cluster_urls_are_read_strictly(self) -> None:
         target = parse_cluster_url("rediss+cluster://app:s%40cret@10.0.0.1:7000,[::1],redis-2")
