@@ -9,8 +9,9 @@ The Redis judgment (``durability_problems``) is also what /readyz reports, so
 the two never disagree: a configuration that cannot keep the contract of
 ``redis.durability`` (``appendfsync`` other than ``always`` for ``fsync``) is
 refused at start in production, while what changes at run time (the server
-turned replica, fewer replicas online than ``redis.replicas``) only warns at
-start and turns /readyz 503 until it is fixed.
+turned replica, fewer replicas online than ``redis.replicas``, on a cluster
+the masters short of them by name) only warns at start and turns /readyz 503
+until it is fixed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import redis.asyncio as redis
 
+from service.adapters.cluster import BoundedRedisCluster
 from service.adapters.durability import DurableRedis
 from service.adapters.redis_failures import NOT_A_CLUSTER_URL
 from service.adapters.redis_inspect import ServerFacts, inspect_server
@@ -89,7 +91,13 @@ def durability_problems(settings: RedisSettings, facts: ServerFacts) -> Durabili
     if "fsync" in settings.durability and facts.aof_write_failing:
         problems.dynamic.append("redis.url: the server's last append-only file write failed (disk full?)")
     if "replicas" in settings.durability:
-        if facts.replicas_online < settings.replicas:
+        short = [(master, online) for master, online in facts.replicas_by_master if online < settings.replicas]
+        if short:  # a cluster: name the masters that cannot confirm their writes
+            problems.dynamic.append(
+                f"redis.replicas: {settings.replicas} replica(s) must confirm each write, "
+                + ", ".join(f"master {master} has {online} online" for master, online in short)
+            )
+        elif facts.replicas_online < settings.replicas:
             problems.dynamic.append(
                 f"redis.replicas: {settings.replicas} replica(s) must confirm each write, "
                 f"{facts.replicas_online} online"
@@ -103,8 +111,8 @@ def durability_problems(settings: RedisSettings, facts: ServerFacts) -> Durabili
 
 
 def adopt_server(client: redis.Redis, facts: ServerFacts) -> None:
-    """Confirm local fsyncs with WAITAOF where the server has it (Redis 7.2+)."""
-    if isinstance(client, DurableRedis) and facts.has_waitaof != client.durability.waitaof:
+    """Confirm local fsyncs with WAITAOF where the server has it (Redis 7.2+; on a cluster, every master)."""
+    if isinstance(client, DurableRedis | BoundedRedisCluster) and facts.has_waitaof != client.durability.waitaof:
         client.durability = replace(client.durability, waitaof=facts.has_waitaof)
 
 

@@ -6,7 +6,8 @@ server's own account of its persistence and replication (judged by
 ``service.preflight.durability_problems``, the same judgment as at start),
 then one real write confirmed like any other (``redis_inspect.probe_write``),
 which catches what settings do not show: a server out of memory, a replica
-that became read-only, a replica that does not acknowledge in time.
+that became read-only, a replica that does not acknowledge in time.  On a
+Redis Cluster both are done on every master, and a failing one is named.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import redis.asyncio as redis
 
+from service.adapters.cluster import BoundedRedisCluster
 from service.adapters.durability import DurableRedis
 from service.adapters.redis_base import is_cluster
 from service.adapters.redis_inspect import ServerFacts, inspect_server, probe_write
@@ -41,12 +43,14 @@ class RedisReadiness:
 
 
 def _report(settings: RedisSettings, client: redis.Redis, facts: ServerFacts) -> dict[str, Any]:
-    confirmed_by = client.durability.confirmed_by if isinstance(client, DurableRedis) else "nothing"
+    confirmed_by = (
+        client.durability.confirmed_by if isinstance(client, DurableRedis | BoundedRedisCluster) else "nothing"
+    )
     topology = "standalone"
     if settings.url and is_sentinel_url(settings.url):
         topology = "sentinel"
     elif is_cluster(client):
-        topology, confirmed_by = "cluster", "appendfsync always on every master"
+        topology, confirmed_by = "cluster", f"{confirmed_by} on every master"
     report = {
         "contract": settings.durability,
         "replicas_required": settings.replicas if "replicas" in settings.durability else 0,

@@ -6,12 +6,14 @@ service reads the server's own account at start and at every /readyz:
 ``CONFIG GET`` for ``appendfsync`` and the ``min-replicas-*`` settings, which
 a managed Redis may forbid or rename (then those facts are unknown, and
 ``redis.assume_durable`` is the operator's word for them).  Judging the facts
-against the settings is ``service.preflight``'s job.
+against the settings is ``service.preflight``'s job.  On a Redis Cluster
+every master is asked, and /readyz's probe write goes to each.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import redis.asyncio as redis
@@ -32,6 +34,8 @@ class ServerFacts:
     masters: int = 1  # more than one: a Redis Cluster, these facts the weakest of its masters
     #: A node of a Redis Cluster reached by a client that is not cluster-aware (a redis:// URL).
     lone_cluster_node: bool = False
+    #: On a Redis Cluster: each master (host:port) and its replicas online, so a short one can be named.
+    replicas_by_master: tuple[tuple[str, int], ...] = ()
 
     @property
     def has_waitaof(self) -> bool:
@@ -113,6 +117,7 @@ async def _inspect_masters(client: redis.Redis) -> ServerFacts:
         with redis_errors():
             await cast(Any, client).initialize()
         masters = cast(Any, client).get_primaries()
+    masters = sorted(masters, key=lambda n: n.name)
     facts = []
     for node in masters:
         one = redis.Redis(
@@ -122,7 +127,10 @@ async def _inspect_masters(client: redis.Redis) -> ServerFacts:
             facts.append(await inspect_server(one))
         finally:
             await one.aclose()
-    return _weakest(facts)
+    return replace(
+        _weakest(facts),
+        replicas_by_master=tuple((n.name, f.replicas_online) for n, f in zip(masters, facts, strict=True)),
+    )
 
 
 def _weakest(facts: list[ServerFacts]) -> ServerFacts:
@@ -143,9 +151,37 @@ def _weakest(facts: list[ServerFacts]) -> ServerFacts:
 
 
 PROBE_KEY = "cv:readyz-probe"
+#: Candidate probe keys tried on a cluster: each lands on a given one of m masters with probability 1/m.
+_PROBE_CANDIDATES = 100_000
 
 
 async def probe_write(client: redis.Redis) -> None:
-    """One small write, confirmed like every other: refused (OOM, READONLY, ...) or unconfirmed is StoreUnavailable."""
+    """One small write, confirmed like every other: refused (OOM, READONLY, ...) or unconfirmed is StoreUnavailable.
+
+    On a Redis Cluster one on each master, at once: each confirms on its own master.
+    """
     with redis_errors():
-        await client.set(PROBE_KEY, "1", px=60_000)
+        if not is_cluster(client):
+            await client.set(PROBE_KEY, "1", px=60_000)
+            return
+        outcomes = await asyncio.gather(
+            *(client.set(key, "1", px=60_000) for key in _probe_keys(client)), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+
+def _probe_keys(client: redis.Redis) -> list[str]:
+    """A probe key on each master of the cluster: ``cv:{readyz.<n>}:probe``, the first n whose slot it serves."""
+    cluster = cast(Any, client)
+    masters = {node.name for node in cluster.get_primaries()}
+    keys: dict[str, str] = {}
+    for n in range(_PROBE_CANDIDATES):
+        key = f"cv:{{readyz.{n}}}:probe"
+        owner = cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key)).name
+        if owner in masters:
+            keys.setdefault(owner, key)
+            if len(keys) == len(masters):
+                break
+    return list(keys.values())
