@@ -5,7 +5,8 @@ Everything runs from the ``redis-server`` binary the suite already uses
 temporary directory; ``close()`` stops every process (SIGKILL for the ones a
 test left frozen).  Sentinels get small ``down-after-milliseconds`` and
 ``failover-timeout`` so a failover takes a few seconds.  A Redis Cluster of
-three masters is built the same way (``RedisClusterTopology``).
+three masters, each with replicas if asked, is built the same way
+(``RedisClusterTopology``).
 
     with SentinelTopology(tmp_path, replicas=2).start() as topo:
         url = topo.sentinel_url()         # redis+sentinel://127.0.0.1:p1,.../cardvault
@@ -16,15 +17,18 @@ three masters is built the same way (``RedisClusterTopology``).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import redis
+from redis.cluster import key_slot
 
 from tests.support.redis_server import RedisServer, free_port, redis_binary
 
@@ -253,7 +257,8 @@ def resume(server: RedisServer) -> None:
 
 
 class RedisClusterTopology:
-    """A Redis Cluster of ``masters`` masters (AOF, fsync always), slots split evenly, on loopback.
+    """A Redis Cluster of ``masters`` masters (AOF, fsync always), slots split evenly, on loopback;
+    with ``replicas``, that many replicas of each master (``CLUSTER REPLICATE``), in sync when ``start`` returns.
 
     Built with plain commands (CLUSTER ADDSLOTS, CLUSTER MEET) rather than
     ``redis-cli --cluster create``, so it needs nothing but redis-server.  It
@@ -264,24 +269,42 @@ class RedisClusterTopology:
         with RedisClusterTopology(tmp_path).start() as cluster:
             url = cluster.url                     # redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...
             cluster.move_slot(slot, cluster.nodes[1])   # live resharding of one slot, keys and all
+            cluster.replicas_of(cluster.nodes[0])       # with replicas=1: the master's replica, a RedisServer
     """
 
     SLOTS = 16384
+    CLUSTER_OPTIONS = (
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "2000",
+    )
 
-    def __init__(self, directory: Path, masters: int = 3) -> None:
+    def __init__(self, directory: Path, masters: int = 3, replicas: int = 0, binary: str | None = None) -> None:
         self.directory = directory
-        self.nodes = [
-            RedisServer(
-                directory / f"node-{index}",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "2000",
-            )
+        # A replica's first sync must not wait the default 5 s for more replicas to join it.
+        sync_now = ("--repl-diskless-sync-delay", "0")
+        self.nodes = [  # the masters
+            RedisServer(directory / f"node-{index}", *self.CLUSTER_OPTIONS, *sync_now, binary=binary)
             for index in range(masters)
         ]
+        #: The replicas of each master, by the master's index in ``nodes``.
+        self.replicas: list[list[RedisServer]] = [
+            [
+                RedisServer(directory / f"node-{index}-replica-{r}", *self.CLUSTER_OPTIONS, *sync_now, binary=binary)
+                for r in range(replicas)
+            ]
+            for index in range(masters)
+        ]
+
+    def servers(self) -> list[RedisServer]:
+        """Every server of the cluster, masters first."""
+        return [*self.nodes, *(replica for group in self.replicas for replica in group)]
+
+    def replicas_of(self, master: RedisServer) -> list[RedisServer]:
+        return self.replicas[self.nodes.index(master)]
 
     @property
     def url(self) -> str:
@@ -300,24 +323,72 @@ class RedisClusterTopology:
         )
 
     def start(self) -> RedisClusterTopology:
-        for node in self.nodes:
-            node.start()
+        with ThreadPoolExecutor(len(self.servers())) as starting:  # at once: on a busy machine each takes seconds
+            list(starting.map(RedisServer.start, self.servers()))
         share = self.SLOTS // len(self.nodes)
         for index, node in enumerate(self.nodes):
             first = index * share
             last = self.SLOTS - 1 if index == len(self.nodes) - 1 else first + share - 1
             node.client().execute_command("CLUSTER ADDSLOTS", *range(first, last + 1))
-        for node in self.nodes[1:]:
-            self.nodes[0].client().execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+        for server in self.servers()[1:]:
+            self.nodes[0].client().execute_command("CLUSTER MEET", "127.0.0.1", server.port)
         wait_for(self._healthy, START_TIMEOUT, "the cluster to agree on its slots")
+        for master, group in zip(self.nodes, self.replicas, strict=True):
+            for replica in group:
+                replica.client().execute_command("CLUSTER REPLICATE", self.node_id(master))
+        for master in self.nodes:
+            self.wait_replicas_online(master)
         return self
 
     def _healthy(self) -> bool:
-        for node in self.nodes:
-            info = node.client().execute_command("CLUSTER INFO")  # redis-py parses it into a dict
-            if info.get("cluster_state") != "ok" or int(info.get("cluster_known_nodes", 0)) != len(self.nodes):
+        for server in self.servers():
+            info = server.client().execute_command("CLUSTER INFO")  # redis-py parses it into a dict
+            if info.get("cluster_state") != "ok" or int(info.get("cluster_known_nodes", 0)) != len(self.servers()):
                 return False
         return True
+
+    def online_replicas(self, master: RedisServer) -> int:
+        info = master.client().info("replication")
+        return sum(
+            1 for k, v in info.items() if k.startswith("slave") and isinstance(v, dict) and v["state"] == "online"
+        )
+
+    def wait_replicas_online(self, master: RedisServer) -> None:
+        """Every replica of ``master`` online, done with the AOF rewrite that follows a sync, and acknowledging."""
+        count = len(self.replicas_of(master))
+        if not count:
+            return
+        wait_for(lambda: self.online_replicas(master) >= count, START_TIMEOUT, f"{count} replica(s) of {master.port}")
+        wait_for(
+            lambda: all(
+                int(r.client().info("persistence")["aof_rewrite_in_progress"]) == 0 for r in self.replicas_of(master)
+            ),
+            START_TIMEOUT,
+            "the replicas' AOF rewrites",
+        )
+        client = master.client()
+        client.set(self.key_on(master, "cv:test:replication-check"), "1")  # WAIT before any write returns at once
+        acked = int(client.execute_command("WAIT", count, int(START_TIMEOUT * 1000)))
+        assert acked >= count, f"{acked} of {count} replica(s) of {master.port} acknowledged"
+
+    def key_on(self, master: RedisServer, prefix: str) -> str:
+        """``<prefix>:{<n>}`` with the first n whose slot ``master`` serves."""
+        slots = [
+            (s, e)
+            for s, e, owner, *_ in master.client().execute_command("CLUSTER SLOTS")
+            if int(owner[1]) == master.port
+        ]
+        for n in itertools.count():
+            key = f"{prefix}:{{{n}}}"
+            if any(start <= key_slot(key.encode()) <= end for start, end in slots):
+                return key
+        raise AssertionError("unreachable")
+
+    def replica_client(self, replica: RedisServer) -> redis.Redis:
+        """A connection to ``replica`` that may read its keys (READONLY, else a replica answers MOVED)."""
+        client = redis.Redis(port=replica.port, socket_timeout=5, single_connection_client=True)
+        client.execute_command("READONLY")
+        return client
 
     def node_id(self, node: RedisServer) -> str:
         return str(node.client().execute_command("CLUSTER MYID").decode())
@@ -354,11 +425,12 @@ class RedisClusterTopology:
         return [len(list(node.client().scan_iter(match=pattern, count=1000))) for node in self.nodes]
 
     def aof_files(self) -> list[Path]:
-        return [path for node in self.nodes for path in node.aof_files()]
+        return [path for node in self.servers() for path in node.aof_files()]
 
     def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
+        for server in self.servers():
+            resume(server)
+            server.stop()
 
     close = stop
 
