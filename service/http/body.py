@@ -53,10 +53,14 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
+#: What ``json.loads(text, object_pairs_hook=..., parse_constant=...)`` builds on every call, built once.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
-        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        data = _DECODER.decode(text)
     except UnicodeDecodeError:
         raise MalformedRequest("The body is not UTF-8") from None
     except _DuplicateKey:
