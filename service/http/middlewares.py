@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
+from multidict import CIMultiDict
 
 from service.adapters.processors.base import ProcessorError
 from service.domain.ids import card_free
@@ -79,22 +80,37 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
     return response
 
 
+#: Marks an answer the middleware has stamped: nothing it could change has changed by the time it is
+#: prepared (only X-Request-Id is set in between, to the value stamped), so the prepare hook skips it.
+STAMPED = web.ResponseKey("security_headers_stamped", bool)
+
+#: SECURITY_HEADERS as one multidict, for the usual answer that has none of them yet: added in one call.
+_SECURITY_DEFAULTS = CIMultiDict(SECURITY_HEADERS)
+
+
 def apply_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Defaults for one answer; what a handler (or the staff pages) set first wins.  Idempotent."""
-    policy = response.headers.get("Content-Security-Policy", "")
-    framable = "frame-ancestors" in policy and "frame-ancestors 'none'" not in policy
-    for name, value in SECURITY_HEADERS.items():
-        if name == "X-Frame-Options" and framable:
-            continue  # the handler's own frame-ancestors decides (the hosted card form); CSP supersedes XFO
-        response.headers.setdefault(name, value)
-    response.headers["Server"] = "cardvault"
+    headers = response.headers
+    if not any(name in headers for name in SECURITY_HEADERS):
+        headers.extend(_SECURITY_DEFAULTS)  # the same as the loop below makes of an answer without any of them
+    else:
+        policy = headers.get("Content-Security-Policy", "")
+        framable = "frame-ancestors" in policy and "frame-ancestors 'none'" not in policy
+        for name, value in SECURITY_HEADERS.items():
+            if name == "X-Frame-Options" and framable:
+                continue  # the handler's own frame-ancestors decides (the hosted card form); CSP supersedes XFO
+            headers.setdefault(name, value)
+    headers["Server"] = "cardvault"
     rid = request.get(REQUEST_ID)
     if rid:
-        response.headers.setdefault("X-Request-Id", rid)
+        headers.setdefault("X-Request-Id", rid)
     # over our own TLS, or behind a trusted proxy that terminated the client's TLS (server.plain_http)
-    own_tls = SERVICES in request.config_dict and request.config_dict[SERVICES].tls
+    svc = request.app.get(SERVICES)  # the answering app's own, as config_dict would find it first ...
+    if svc is None:
+        svc = request.config_dict.get(SERVICES)  # ... else the enclosing apps' (config_dict is built per call)
+    own_tls = svc is not None and svc.tls
     if own_tls or client_scheme(request) == "https":
-        response.headers.setdefault("Strict-Transport-Security", HSTS_HEADER_VALUE)
+        headers.setdefault("Strict-Transport-Security", HSTS_HEADER_VALUE)
 
 
 @web.middleware
@@ -103,6 +119,7 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     response = await handler(request)
     if not response.prepared:  # a streamed answer got them on prepare, below
         apply_security_headers(request, response)
+        response[STAMPED] = True
     return response
 
 
@@ -111,9 +128,11 @@ async def security_headers_on_prepare(request: web.Request, response: web.Stream
 
     A streamed answer sends its headers inside the handler, before the middleware above sees it,
     so they are stamped here, on ``on_response_prepare``, which runs just before any answer's
-    headers go out.
+    headers go out.  An answer the middleware has stamped already is left as it is (applying them
+    again would change nothing).
     """
-    apply_security_headers(request, response)
+    if not response.get(STAMPED, False):
+        apply_security_headers(request, response)
 
 
 @web.middleware
