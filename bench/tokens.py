@@ -66,6 +66,7 @@ from common import (
     wait_ready,
     workspace,
 )
+from wrk_load import WrkLoad, WrkPhase, children_cpu_seconds
 from yarl import URL
 
 FEW_TOKENS = 10_000  # below this, Redis memory per token is mostly noise from table resizing
@@ -252,16 +253,24 @@ def run_target(runner: asyncio.Runner, target: Target, args: argparse.Namespace,
     """Warm up, then measure POST and GET against one target, with RSS and Redis memory snapshots."""
     load = Load(target, args.connections, body)
     runner.run(load.open())
+    # The warm-up always runs on aiohttp (it checks bodies and collects the GET phase's token ids).
+    measured = WrkLoad(target, args.connections, body) if args.generator == "wrk" else None
     result: dict[str, Any] = {"name": target.name, "url": target.base_url, "pid": target.pid}
     if target.redis is not None:
         result["redis"] = target.redis.describe()
     result["rss_at_start_bytes"] = rss_bytes(target.pid)
     redis_pid = result.get("redis", {}).get("pid")
-    meter = CpuMeter(target.pid, int(redis_pid) if redis_pid else None)
+    meter = CpuMeter(target.pid, int(redis_pid) if redis_pid else None, children_cpu=children_cpu_seconds)
 
     def phase(op: str, duration: float | None, requests: int | None, ids: list[str] | None = None) -> PhaseResult:
         coroutine: Coroutine[Any, Any, PhaseResult] = load.phase(op, duration, requests, args.max_duration, ids)
         return runner.run(coroutine)
+
+    def measure(op: str, duration: float | None, requests: int | None, ids: list[str] | None) -> PhaseResult | WrkPhase:
+        if measured is None:
+            return phase(op, duration, requests, ids)
+        assert duration is not None  # parse_args refuses --requests with wrk
+        return runner.run(measured.phase(op, duration, ids))
 
     try:
         pool: list[str] = []
@@ -280,7 +289,7 @@ def run_target(runner: asyncio.Runner, target: Target, args: argparse.Namespace,
             what = f"{args.requests} requests" if args.requests else f"{args.duration:g}s"
             log(f"{target.name}: {op} {what} with {args.connections} connections")
             meter.begin()
-            outcome = phase(op, duration, args.requests, pool if op == "GET" else None)
+            outcome = measure(op, duration, args.requests, pool if op == "GET" else None)
             cpu = meter.end(outcome.elapsed)
             if op == "POST":
                 time.sleep(0.2)  # let Redis settle its client and AOF buffers before INFO
@@ -302,6 +311,8 @@ def run_target(runner: asyncio.Runner, target: Target, args: argparse.Namespace,
         result["ops"] = ops
     finally:
         runner.run(load.close())
+        if measured is not None:
+            measured.close()
     if target.process is not None and target.process.poll() is not None:
         result.setdefault("problems", []).append(
             f"{target.name} exited (code {target.process.returncode}) during the run; see {target.log_path}"
@@ -393,7 +404,7 @@ def render(report: dict[str, Any]) -> str:
     load = f"{cfg['requests']} requests" if cfg["requests"] else f"{cfg['duration_s']:g} s"
     lines = [
         f"cardvault bench: {cfg['connections']} connections, {load} per phase after {cfg['warmup_s']:g} s warm-up, "
-        f"loop {cfg['loop']}",
+        f"loop {cfg['loop']}, generator {cfg.get('generator', 'aiohttp')}",
         f"machine: {machine['cpus']} CPU ({machine['cpu']}), {machine['memory_gib']} GiB, Linux {machine['kernel']}, "
         f"Python {machine['python']}, aiohttp {machine['aiohttp']}",
         f"body: {cfg['body_bytes']} bytes, card {PUBLIC_TEST_CARD} (public test number)"
@@ -508,6 +519,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     load.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds, POST then GET, not counted [2]")
     load.add_argument("--no-cvc", action="store_true", help="tokenize without a CVC")
+    load.add_argument(
+        "--generator",
+        choices=("aiohttp", "wrk"),
+        default="aiohttp",
+        help="load generator of the measured phases: this script's aiohttp client, or wrk (a C client that leaves "
+        "the cores to the server; needs Debian's wrk) [aiohttp]",
+    )
     load.add_argument("--metadata", type=int, default=0, help="add this many short metadata values per token [0]")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     args = parser.parse_args(argv)
@@ -528,6 +546,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--workers takes distinct counts from 1 to 64")
     if args.compare_reference and args.workers[0] != 1:
         parser.error("--compare-reference compares one worker each: start --workers with 1 (e.g. --workers 1 2)")
+    if args.generator == "wrk" and args.requests is not None:
+        parser.error("--requests needs the aiohttp generator (wrk runs for a duration)")
+    if args.generator == "wrk" and args.warmup <= 0:
+        parser.error("--generator wrk needs a warm-up: the GET phase reads the warm-up's tokens")
     if args.requests is not None and args.requests < 1:
         parser.error("--requests must be at least 1")
     if not 0 < args.max_duration <= 3600:
@@ -553,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
             "no_cvc": args.no_cvc,
             "metadata_keys": args.metadata,
             "workers": args.workers,
+            "generator": args.generator,
         },
         "machine": machine_info(),
         "targets": [],
