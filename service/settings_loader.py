@@ -18,7 +18,8 @@ import yaml
 from marshmallow import EXCLUDE, ValidationError
 
 from service.errors import ConfigError
-from service.settings import ENV_ALIASES, ENV_NOT_SETTINGS, ENV_PREFIX, Settings, SettingsSchema
+from service.settings import ENV_ALIASES, ENV_NOT_SETTINGS, ENV_PREFIX, Settings
+from service.settings_schema import SettingsSchema
 
 
 def _first_error(messages: Any, path: tuple[str, ...] = ()) -> tuple[str, str]:
