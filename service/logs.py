@@ -43,8 +43,10 @@ def _plainly_clean(event: MutableMapping[str, Any]) -> bool:
     and values, joined by a character no card number can span, hold no twelve close digits."""
     parts: list[str] = []
     for key, value in event.items():
+        if type(key) is not str:
+            return False
         if key not in _CLEAN_KEYS:
-            if type(key) is not str or is_sensitive_key(key):
+            if is_sensitive_key(key):
                 return False
             if len(_CLEAN_KEYS) < _CLEAN_KEYS_MAX:
                 _CLEAN_KEYS.add(key)
@@ -101,7 +103,8 @@ class JsonLinesFormatter(structlog.stdlib.ProcessorFormatter):
 
     def format(self, record: logging.LogRecord) -> str:
         event = record.msg
-        if type(event) is dict and hasattr(record, "_logger") and not any(k in event for k in self._SHORTCUT_EXCLUDES):
+        from_structlog = hasattr(record, "_logger") and hasattr(record, "_name")  # as wrap_for_formatter makes it
+        if type(event) is dict and from_structlog and not any(k in event for k in self._SHORTCUT_EXCLUDES):
             rendered = self._render(None, "", redact_event(None, "", event))  # neither changes ``event``
             assert isinstance(rendered, str)
             return rendered
