@@ -228,12 +228,13 @@ class ChargeService:
             final = self._after_error(pending, exc)
         outcome = ChargeOutcome(final, created=True, error=error)
         # The final record, the witness (the audit record) and a decline's count are independent writes:
-        # sent together they share a round trip (and an fsync) instead of waiting for each other.
-        writes: list[Awaitable[None]] = [self._save(agency.id, placeholder, final)]
+        # sent together they share a round trip (and an fsync) instead of waiting for each other.  The
+        # witness goes first: its audit append takes one more task hop (the chain's flusher) before its
+        # command is queued, and started first it reaches the auto-pipeline in time for the same batch.
+        writes: list[Awaitable[None]] = [] if witness is None else [witness(outcome)]
+        writes.append(self._save(agency.id, placeholder, final))
         if final.status is ChargeStatus.DECLINED and self.velocity is not None:
             writes.append(self.velocity.record_decline(agency, subject))  # feeds the decline ratios
-        if witness is not None:
-            writes.append(witness(outcome))
         for written in await asyncio.gather(*writes, return_exceptions=True):
             if isinstance(written, BaseException):
                 raise written
