@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from aiohttp import web
 
+from service.agencies import Principal
 from service.domain.audit import Action, Outcome
-from service.http.api_audit import record_api, refusals_recorded
+from service.errors import Forbidden
+from service.http.api_audit import record_api, record_refused_key, refusals_recorded
 from service.http.auth import authenticate
 from service.http.body import load, read_json
 from service.http.schemas import TokenListQuerySchema, token_json, tokenize_request
@@ -31,6 +35,8 @@ async def create_token(request: web.Request) -> web.StreamResponse:
 
     async def produce() -> web.StreamResponse:
         data = load_token_create(await read_json(request))
+        if data["deduplicate"] and not principal.secret:
+            await refuse_deduplicate(request, principal)
         today = utc_now(services(request).clock).date()
         result = await _vault(request).tokenize(
             principal, tokenize_request(data, today=today), subject_of(request, principal)
@@ -43,6 +49,17 @@ async def create_token(request: web.Request) -> web.StreamResponse:
     store = services(request).idempotency
     assert store is not None
     return await run_once(request, store, principal.agency.id, produce)
+
+
+async def refuse_deduplicate(request: web.Request, principal: Principal) -> NoReturn:
+    """``deduplicate`` answers with the token already on file for a card: with a publishable key, which
+    anyone can read off the storefront's page, it would say whether a card is on file, show that token's
+    metadata and replace its CVC.  So only the secret key may ask for it."""
+    await record_refused_key(request, "secret_key_required", principal)
+    raise Forbidden(
+        "deduplicate returns the token already on file for a card; only the secret key may ask for it",
+        code="secret_key_required",
+    )
 
 
 async def get_token(request: web.Request) -> web.Response:

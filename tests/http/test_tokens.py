@@ -458,6 +458,25 @@ class TestDeduplicate:
         assert again["id"] == first["id"]
         assert again["cvc_retained"] is True
 
+    async def test_a_publishable_key_may_not_ask_for_it(
+        self, client: Client, agency: AgencyKeys, r: redis.Redis
+    ) -> None:
+        """With the key anyone can read off the storefront, deduplicate would say whether a card is on file,
+        show that token's metadata and replace its CVC: 403 secret_key_required, and nothing is written."""
+        on_file = await create(client, agency, {"card": card(cvc=None), "metadata": {"customer": "c_1"}})
+        before = {key: r.get(key) for key in redis_keys.agency_data_keys(r, agency.id) if r.type(key) == b"string"}
+        for body in ({"card": card(cvc=CVC), "deduplicate": True}, {"card": card(MASTERCARD), "deduplicate": True}):
+            resp = await client.post("/v1/tokens", json=body, headers=agency.public_auth)
+            refused = await problem(resp, 403, "secret_key_required")
+            assert "deduplicate" in refused["detail"]
+            assert on_file["id"] not in await resp.text()
+        after = {key: r.get(key) for key in redis_keys.agency_data_keys(r, agency.id) if r.type(key) == b"string"}
+        assert after == before  # no CVC taken on, no token made
+        plain = await client.post("/v1/tokens", json={"card": card()}, headers=agency.public_auth)
+        assert plain.status == 201  # without deduplicate the publishable key tokenizes as before
+        deduplicated = await client.post("/v1/tokens", json={"card": card(), "deduplicate": True}, headers=agency.auth)
+        assert deduplicated.status == 200  # and the secret key still may
+
     async def test_concurrent_dedupe_requests_agree(self, client: Client, agency: AgencyKeys) -> None:
         """Ten simultaneous dedupe requests for a new card create exactly one token and all return it."""
         posts = [
