@@ -94,7 +94,7 @@ LABELS = {
     "sandbox": "POST /v1/charges -> sandbox",
     "token_get": "GET /v1/tokens/{id}",
 }
-ISSUE7_SANDBOX_OVER_LOOKUP_MS = 2.0  # issue 7's later target for a sandbox charge over the token lookup, at p50
+ISSUE7_SANDBOX_OVER_LOOKUP_MS = 2.0  # issue 7's target for a sandbox charge over the token lookup, at p50
 # keys whose values differ per charge or are secret: left out when comparing the direct body with cardvault's
 VARYING_KEYS = frozenset({"refId", "invoiceNumber", "cardNumber", "cardCode", "transactionKey"})
 
@@ -571,7 +571,7 @@ def render(report: dict[str, Any]) -> str:
             line += "  (a phase had errors: not comparable)"
         elif key == "sandbox_over_token_get" and p50 is not None:
             verdict = "within" if p50 <= ISSUE7_SANDBOX_OVER_LOOKUP_MS else "over"
-            line += f"  ({verdict} issue 7's later {ISSUE7_SANDBOX_OVER_LOOKUP_MS:g} ms at p50)"
+            line += f"  ({verdict} issue 7's {ISSUE7_SANDBOX_OVER_LOOKUP_MS:g} ms at p50)"
         lines.append(line)
     checks = report["checks"]
     inside = checks.get("processor_call_in_cardvault")
