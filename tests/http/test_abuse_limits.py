@@ -412,10 +412,12 @@ async def test_idle_connections_are_closed_and_files_come_back(serve: ServeProce
 async def test_memory_stays_bounded_through_a_flood(serve: ServeProcess) -> None:
     """Rounds of floods and slow heads, a hundred at once: memory stays within generous bounds.
 
-    The first round warms the allocator up (TLS and parser buffers of a hundred connections at
-    once, about 25 MiB here); later rounds add little (about 1-2 MiB each, measured, the same
-    as for as many ordinary requests).  A round sends about 6 MiB of heads, so keeping them, or
-    the connections, would break the bound within a few rounds.
+    The first two rounds warm the allocator up (TLS and parser buffers of a hundred connections at
+    once, 20-35 MiB here; how much lands in the first depends on how much its connections overlap,
+    so on what else the machine is doing); later rounds add little (about 2 MiB each on average,
+    measured, in steps of up to 7 MiB, the same as for as many ordinary requests).  A round sends
+    about 6 MiB of heads, so keeping them, or the connections, would add 8 MiB or more a round:
+    48 over the six rounds after the warm-up, against the 32 allowed.
     """
     pid = server_pid(serve)
     await healthz_seconds(serve)
@@ -423,12 +425,12 @@ async def test_memory_stays_bounded_through_a_flood(serve: ServeProcess) -> None
         f"X-Fill-{i}: {'d' * 7000}\r\n".encode() for i in range(4)
     )
     resident = [proc_status(pid, "VmRSS")]
-    for _ in range(4):
+    for _ in range(8):
         floods = [exchange(serve, raw) for raw in FLOODS.values() for _ in range(20)]
         slow_heads = [trickle(serve, near_limit, 0.5) for _ in range(100)]
         await asyncio.gather(*floods, *slow_heads)
         resident.append(proc_status(pid, "VmRSS"))
     assert await healthz_seconds(serve) < SLACK
     print(f"server RSS (KiB) at start and after each round: {resident}, peak {proc_status(pid, 'VmHWM')}")
-    assert resident[-1] - resident[1] < 16 * 1024, resident
+    assert resident[-1] - resident[2] < 32 * 1024, resident
     assert max(resident) - resident[0] < 128 * 1024, resident

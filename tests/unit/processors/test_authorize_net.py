@@ -624,6 +624,9 @@ class TestSecrets:
         records = [record for record in caplog.records if "authorize_net" in record.name]
         assert records
         for record in records:
-            text = f"{record.msg} {record.args}"
+            event = record.msg
+            if isinstance(event, dict):  # a structlog event: its timestamp's digits may spell a CVC ("...473731Z")
+                event = {key: value for key, value in event.items() if key != "timestamp"}
+            text = f"{event} {record.args}"
             for secret in (AMEX, AMEX_CVC, DECLINE, VISA, fake.transaction_key):
                 assert secret not in text
