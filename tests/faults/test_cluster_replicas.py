@@ -80,6 +80,18 @@ async def tokenize(client: Client, agency: AgencyKeys, number: str) -> tuple[int
     return answer.status, body, time.monotonic() - started
 
 
+async def ready_with_a_token(
+    app_for: AppFactory, cluster: RedisClusterTopology
+) -> tuple[Client, AgencyKeys, dict[str, Any]]:
+    """The app on the cluster once /readyz passes, an agency, and its first token (of VISA), answered 201."""
+    client = await replicas_app(app_for, cluster)
+    await until_ready(client)
+    agency = await create_agency(client)
+    status, first, _ = await tokenize(client, agency, VISA)
+    assert status == 201, first
+    return client, agency, first
+
+
 class TestConfirmedOnEachReplica:
     async def test_tokens_and_charges_are_on_their_masters_replica_when_answered(
         self, app_for: AppFactory, cluster: RedisClusterTopology
@@ -119,11 +131,7 @@ class TestAReplicaLost:
         """Replica of one master killed: writes landing there 503 within ~WAIT (a charge too), elsewhere 201;
         /readyz names the master (host:port); the tokens acknowledged read back; once the replica is back it
         recovers, and the 503'd charge retried with its Idempotency-Key charges once."""
-        client = await replicas_app(app_for, cluster)
-        await until_ready(client)
-        agency = await create_agency(client)
-        status, first, _ = await tokenize(client, agency, VISA)
-        assert status == 201, first
+        client, agency, first = await ready_with_a_token(app_for, cluster)
         victim = master_of(cluster, token_key(agency.id, first["id"]))
         replica = cluster.replicas_of(victim)[0]
         replica.kill()
@@ -183,11 +191,7 @@ class TestAReplicaLost:
     ) -> None:
         """SIGSTOP: the master still counts the replica online, but its writes 503 and /readyz's probe write on
         that master names it."""
-        client = await replicas_app(app_for, cluster)
-        await until_ready(client)
-        agency = await create_agency(client)
-        status, first, _ = await tokenize(client, agency, VISA)
-        assert status == 201, first
+        client, agency, first = await ready_with_a_token(app_for, cluster)
         victim = master_of(cluster, token_key(agency.id, first["id"]))
         frozen = cluster.replicas_of(victim)[0]
         freeze(frozen)
@@ -211,11 +215,7 @@ class TestAReplicaLost:
         """Four clients write tokens and charges; the replica of the master holding the card's shard dies and comes
         back: every request answers 2xx or a quick 503, everything acknowledged reads back, and each 503'd charge
         retried with its key charges once."""
-        client = await replicas_app(app_for, cluster)
-        await until_ready(client)
-        agency = await create_agency(client)
-        status, first, _ = await tokenize(client, agency, VISA)  # the load's card: its master takes the tokens
-        assert status == 201, first
+        client, agency, first = await ready_with_a_token(app_for, cluster)  # VISA: the load's card, on that master
         victim = master_of(cluster, token_key(agency.id, first["id"]))
         replica = cluster.replicas_of(victim)[0]
         stop = asyncio.Event()
@@ -250,11 +250,7 @@ class TestReshardingWithReplicas:
         """The slot of the load's card moves to another master while tokens and charges are written (ASK, then
         MOVED): no request hangs, nothing acknowledged is lost, and every acknowledged token is on the replica of
         the master that holds it now."""
-        client = await replicas_app(app_for, cluster)
-        await until_ready(client)
-        agency = await create_agency(client)
-        status, first, _ = await tokenize(client, agency, VISA)
-        assert status == 201, first
+        client, agency, first = await ready_with_a_token(app_for, cluster)
         slot = key_slot(token_key(agency.id, first["id"]).encode())
         target = next(node for node in cluster.nodes if node is not cluster.owner(slot))
         stop = asyncio.Event()
