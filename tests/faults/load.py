@@ -7,8 +7,9 @@ acknowledged), a 503 ``store_unavailable`` problem (remembered, the charge to
 be retried), or wrong (kept for the assertion message).  Afterwards
 ``verify`` reads back everything acknowledged, and ``retry_failed_charges``
 replays the 503'd charges with their keys and checks that no order was charged
-twice.  Works with an in-process ``TestClient`` or an ``aiohttp.ClientSession``
-with a base URL: both take ``post(path, json=..., headers=...)``.
+twice; ``finish_load`` stops the load and does both.  Works with an in-process
+``TestClient`` or an ``aiohttp.ClientSession`` with a base URL: both take
+``post(path, json=..., headers=...)``.
 """
 
 from __future__ import annotations
@@ -142,3 +143,13 @@ async def retry_failed_charges(session: Any, auth: dict[str, str], result: LoadR
         if len(charged) > 1:
             problems.append(f"order {key} charged {len(charged)} times")
     return problems
+
+
+async def finish_load(
+    session: Any, auth: dict[str, str], stop: asyncio.Event, load: asyncio.Task[LoadResult], result: LoadResult
+) -> tuple[list[str], list[str]]:
+    """Stop the load and wait for it; then what was lost (``verify``) and what the retries found wrong
+    (``retry_failed_charges``)."""
+    stop.set()
+    await load
+    return await verify(session, auth, result), await retry_failed_charges(session, auth, result)

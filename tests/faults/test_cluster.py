@@ -29,7 +29,7 @@ from service.settings import RedisSettings
 from tests.cli import test_keys_cli as keys_cli
 from tests.conftest import LeakSources, create_agency
 from tests.faults.conftest import BOUND, AppFactory, Client
-from tests.faults.load import LoadResult, retry_failed_charges, run_load, verify
+from tests.faults.load import LoadResult, finish_load, run_load
 from tests.support.cards import CVC, VISA
 from tests.support.generated_cards import distinct_cards
 from tests.support.keys import agency_data_keys
@@ -153,10 +153,7 @@ class TestReshardingUnderLoad:
             await asyncio.sleep(0.2)
         result.phase = "after"
         await asyncio.sleep(1.0)
-        stop.set()
-        await load
-        lost = await verify(client, agency.auth, result)
-        retry_problems = await retry_failed_charges(client, agency.auth, result)
+        lost, retry_problems = await finish_load(client, agency.auth, stop, load, result)
         print(f"\n[reshard] {moved} keys moved; {result.summary()}; lost {len(lost)}: {lost[:5]}")
         assert moved > 0
         assert result.timeouts == 0, result.summary()

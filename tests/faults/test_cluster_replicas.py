@@ -27,7 +27,7 @@ from service.adapters.charges_store import charge_key
 from service.adapters.redis_base import token_key
 from tests.conftest import AgencyKeys, LeakSources, create_agency
 from tests.faults.conftest import AppFactory, Client
-from tests.faults.load import LoadResult, retry_failed_charges, run_load, verify
+from tests.faults.load import LoadResult, finish_load, run_load, verify
 from tests.faults.test_cluster import until_ready
 from tests.support.cards import CVC, VISA
 from tests.support.generated_cards import FIRST_SERIAL, distinct_cards
@@ -229,10 +229,7 @@ class TestAReplicaLost:
         await asyncio.to_thread(cluster.wait_replicas_online, victim)
         result.phase = "after"
         await asyncio.sleep(1.0)
-        stop.set()
-        await load
-        lost = await verify(client, agency.auth, result)
-        retry_problems = await retry_failed_charges(client, agency.auth, result)
+        lost, retry_problems = await finish_load(client, agency.auth, stop, load, result)
         print(f"\n[replica lost] {result.summary()}; lost {len(lost)}: {lost[:5]}")
         assert result.timeouts == 0, result.summary()
         assert result.wrong == [], result.wrong[:5]

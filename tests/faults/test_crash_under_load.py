@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import LeakSources
 from tests.faults.conftest import BOUND
-from tests.faults.load import LoadResult, retry_failed_charges, run_load, verify
+from tests.faults.load import LoadResult, finish_load, run_load
 from tests.support.redis_server import RedisServer
 from tests.support.serve import ServeFactory
 
@@ -65,10 +65,7 @@ async def test_every_acknowledged_write_survives_a_redis_crash(
             await until_ready(session)
             result.phase = "after"
             await asyncio.sleep(2.0)
-            stop.set()
-            await load
-            lost = await verify(session, auth, result)
-            retry_problems = await retry_failed_charges(session, auth, result)
+            lost, retry_problems = await finish_load(session, auth, stop, load, result)
         print(f"\n[kill -9] {result.summary()}; lost {len(lost)}")
         process.stop()
     assert result.timeouts == 0, result.summary()

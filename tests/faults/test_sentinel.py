@@ -22,7 +22,7 @@ import pytest
 from service.adapters.redis_base import token_key
 from tests.conftest import LeakSources, create_agency
 from tests.faults.conftest import BOUND, AppFactory, Client
-from tests.faults.load import LoadResult, retry_failed_charges, run_load, verify
+from tests.faults.load import LoadResult, finish_load, run_load
 from tests.support.cards import CVC, VISA
 from tests.support.redis_topologies import SentinelTopology
 from tests.support.serve import run_cli
@@ -107,10 +107,7 @@ async def failover_under_load(client: Client, topology: SentinelTopology, run: s
     await until_ready(client)
     result.phase = "after"
     await asyncio.sleep(2.0)
-    stop.set()
-    await load
-    lost = await verify(client, agency.auth, result)
-    retry_problems = await retry_failed_charges(client, agency.auth, result)
+    lost, retry_problems = await finish_load(client, agency.auth, stop, load, result)
     print(f"\n[{run}] failover in {failover_seconds:.1f}s; {result.summary()}; lost {len(lost)}: {lost[:5]}")
     assert result.timeouts == 0, result.summary()
     assert result.wrong == [], result.wrong[:5]
