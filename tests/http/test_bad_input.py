@@ -351,8 +351,8 @@ class TestUnknownFields:
         outcome = await h.refused(422, "validation_failed", json={"card": card})
         assert outcome.error_codes == ["unknown_field"]
         assert outcome.fields[0].startswith("card.")
-        assert "822463" not in outcome.text
-        assert "10005" not in outcome.text
+        assert "822463" not in leaks.without_request_ids(outcome.text)
+        assert "10005" not in leaks.without_request_ids(outcome.text)
 
 
 class TestWrongTypes:
@@ -421,7 +421,7 @@ class TestCardValidation:
         """A number that fails the Luhn check is card_number_luhn on card.number, not echoed."""
         outcome = await h.refused(422, "validation_failed", json={"card": good_card("4242 4242 4242 4241")})
         assert (outcome.fields, outcome.error_codes) == (["card.number"], ["card_number_luhn"])
-        assert "4241" not in outcome.text
+        assert "4241" not in leaks.without_request_ids(outcome.text)
 
     @pytest.mark.parametrize("number", ["4242 4242", "42424242421", "1" * 20, "9" * 40])
     async def test_wrong_length(self, h: Harness, number: str) -> None:

@@ -187,7 +187,7 @@ class TestRedactConformance:
             nonlocal calls
             calls += 1
             if calls == 3:
-                raise RuntimeError("simulated defect 7f3a")
+                raise RuntimeError("simulated defect qz7x")
             return await real_tokenize(self, *args, **kwargs)
 
         monkeypatch.setattr(Vault, "tokenize", third_fails)
@@ -195,7 +195,7 @@ class TestRedactConformance:
         failed = await contract.call(
             "POST", REDACT, status=500, json={"text": text, "mode": "tokenize"}, headers=agency.auth
         )
-        assert b"7f3a" not in failed.data
+        assert b"qz7x" not in failed.data
         assert calls == 3
         assert stored_token_ids(agency, redis_server) == set()
         contract.assert_covered()
