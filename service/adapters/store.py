@@ -38,6 +38,7 @@ import redis.asyncio as redis
 import redis.exceptions as redis_exc
 
 from service.adapters.agency_records import AgencyRecords, AgencyRow
+from service.adapters.opaque_ids import OPAQUE_IDS
 from service.adapters.redis_base import (
     agency_data_pattern,
     agency_key,
@@ -56,8 +57,6 @@ from service.adapters.redis_base import (
     token_key,
 )
 from service.adapters.velocity_store import GatedScript
-from service.domain.ids import card_free
-from service.domain.tokens import opaque_token_candidates
 from service.domain.velocity import GatePlan
 
 __all__ = ["AgencyRow", "PutResult", "VaultStore", "agency_key", "api_key_key", "cvc_key", "redis_errors", "token_key"]
@@ -183,12 +182,10 @@ class VaultStore(AgencyRecords):
         """A fresh opaque id (as ``new_opaque_token_id`` makes them) in the card's data shard.
 
         The same ids as ``new_token_id(fingerprint, new_opaque_token_id)`` gives, uniform over the
-        card-free ids of the shard, with the cheap test first: candidates are drawn in batches
-        (``opaque_token_candidates``), the shard keeps one in sixteen, and only that one is checked
-        for a card-length run of digits (``card_free`` draws again in the rare case it has one).
+        card-free ids of the shard, taken from the process's ids sorted by shard (``opaque_ids``)
+        instead of drawn until one lands there.
         """
-        shard = card_shard(fingerprint)
-        return card_free(lambda: id_in_shard(shard, opaque_token_candidates().__next__))
+        return OPAQUE_IDS.take(card_shard(fingerprint))
 
     async def put_token(
         self,

@@ -14,14 +14,12 @@ leading ``{``, fingerprint included) are still read.
 
 from __future__ import annotations
 
-import base64
 import enum
 import json
-import os
 import re
 import secrets
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,30 +36,8 @@ class TokenFormat(enum.StrEnum):
     PAN_SHAPED = "pan_shaped"
 
 
-#: Opaque ids drawn per read of the system's random source by ``opaque_token_candidates``.
-OPAQUE_DRAW_BATCH = 16
-
-
 def new_opaque_token_id() -> str:
     return card_free(lambda: OPAQUE_PREFIX + secrets.token_urlsafe(OPAQUE_RANDOM_BYTES))
-
-
-def opaque_token_candidates() -> Iterator[str]:
-    """Fresh opaque ids, endlessly, as ``new_opaque_token_id`` draws them but *not* yet checked by ``card_free``.
-
-    For a caller that throws most of them away: the store keeps one id in
-    sixteen, the one that lands in the card's shard, and checks only that one
-    for a card-length run of digits.  18 random bytes are exactly 24 URL-safe
-    base64 characters with no padding, so one read of ``OPAQUE_DRAW_BATCH`` x 18
-    bytes, encoded at once and cut every 24 characters, gives the same ids as
-    that many ``secrets.token_urlsafe(18)`` calls, for one system call and one
-    encode (drawing them one by one was a twentieth of a token request's CPU).
-    """
-    width = OPAQUE_RANDOM_BYTES * 4 // 3
-    while True:
-        text = base64.urlsafe_b64encode(os.urandom(OPAQUE_RANDOM_BYTES * OPAQUE_DRAW_BATCH)).decode()
-        for start in range(0, len(text), width):
-            yield OPAQUE_PREFIX + text[start : start + width]
 
 
 def is_token_id(value: str) -> bool:
