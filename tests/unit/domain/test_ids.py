@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,8 +14,10 @@ from service.domain.agencies import new_agency_id
 from service.domain.charges import new_charge_id, new_refund_id
 from service.domain.checkout import new_session_id
 from service.domain.ids import derived_card_free, looks_card_free
+from service.domain.redaction import contains_card_number
 from service.domain.staff import new_staff_id
 from service.domain.tokens import new_opaque_token_id
+from service.http.middlewares import mint_request_id
 
 TWELVE_DIGITS = re.compile(r"[0-9]{12}")
 
@@ -26,6 +29,20 @@ def test_random_ids_never_hold_twelve_digits_in_a_row() -> None:
         for _ in range(3000):  # a hex id of 32 digits would fail about once in 15 without the redraw
             identifier = make()
             assert not TWELVE_DIGITS.search(identifier), identifier
+
+
+def test_request_ids_hold_no_card_number_by_the_card_finder_either() -> None:
+    """``mint_request_id`` relies on the twelve-digit rule alone: the card finder, the redactor's own test,
+    agrees on every id it makes (and on the hex ids the rule refuses, it would have found cards)."""
+    refused = 0
+    for _ in range(20_000):
+        rid = mint_request_id()
+        assert re.fullmatch(r"req_[0-9a-f]{24}", rid)
+        assert not contains_card_number(rid), rid
+        raw = "req_" + secrets.token_hex(12)
+        if not looks_card_free(raw):
+            refused += 1
+    assert refused > 0  # hex ids do hold card-length runs now and then: the rule is doing work
 
 
 def test_a_derived_id_skips_a_card_like_candidate_and_stays_deterministic() -> None:
