@@ -9,6 +9,8 @@ gives up does not disturb the others.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator
 
 import pytest
@@ -95,6 +97,28 @@ class TestSharing:
         before = timed("HGET")
         await asyncio.gather(*(client.hget("cv:test:ap:h", "f") for _ in range(CALLERS)))
         assert timed("HGET") - before == CALLERS
+
+    @pytest.mark.parametrize("transaction", [False, True], ids=["pipeline", "transaction"])
+    async def test_a_timed_pipeline_is_freed_without_the_cyclic_collector(
+        self, client: DurableRedis, transaction: bool
+    ) -> None:
+        """Timing a pipeline must not make it a reference cycle: every token read uses one, and cycles wait
+        for the collector (thousands at a time under load, and longer collections)."""
+        kind = "MULTI" if transaction else "PIPELINE"
+        before = timed(kind)
+        gc.collect()
+        gc.disable()
+        try:
+            async with client.pipeline(transaction=transaction) as pipe:
+                pipe.get("cv:test:ap:g")
+                pipe.exists("cv:test:ap:e")
+                assert await pipe.execute() == [None, 0]
+            gone = weakref.ref(pipe)
+            del pipe
+            assert gone() is None, "the pipeline outlived its last reference"
+        finally:
+            gc.enable()
+        assert timed(kind) - before == 1
 
 
 class TestErrorsStayWithTheirCaller:
