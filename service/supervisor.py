@@ -39,8 +39,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +49,10 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from service.http.metrics_listener import MetricsListener, multiprocess_registry
 from service.settings import Settings
+from service.worker_process import EXIT_REFUSED, Worker, WorkerFailed, WorkerSpec, describe_exit
 
 log = structlog.get_logger("cardvault.supervisor")
 
-#: A worker's exit status when it stopped on purpose over a refusal: do not restart it.
-EXIT_REFUSED = 3
 #: How long a new worker may take to listen (imports, TLS, the Redis bootstrap).
 START_TIMEOUT = 60.0
 BACKOFF_FIRST = 0.5
@@ -68,53 +66,6 @@ WORKER_RESTARTS = Counter(
     "Workers replaced by the supervisor: after a crash, or one by one in a rolling restart.",
     ["reason"],
 )
-
-
-class WorkerFailed(Exception):
-    """A worker exited, or reported a refusal, before it was ready."""
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """What a worker needs to build the same settings as ``serve`` did (it reads the same sources)."""
-
-    config_file: str | None
-    data_dir: str | None
-    overrides: Mapping[str, Any]
-    redis_url: str
-    metrics_dir: str | None
-
-
-@dataclass(eq=False)
-class Worker:
-    slot: int
-    process: asyncio.subprocess.Process
-    started_at: float
-    ready: asyncio.Future[None]
-    refusal: str | None = None
-    retiring: bool = False
-    #: Started to replace a crashed one: if it fails to start, the supervisor tries again (with backoff).
-    #: Otherwise whoever started it (start-up, rolling restart) deals with the failure.
-    replaces_crashed: bool = False
-    exited: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def number(self) -> int:
-        return self.slot + 1
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-
-def describe_exit(returncode: int | None) -> str:
-    if returncode is None:
-        return "running"
-    if returncode < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-returncode).name}"
-        return f"killed by signal {-returncode}"
-    return f"exit status {returncode}"
 
 
 class Supervisor:

@@ -50,9 +50,10 @@ from service.http.state import SERVICES
 from service.logs import configure_logging
 from service.preflight import Findings, check_certificate_file
 from service.settings import Settings
-from service.supervisor import Supervisor, WorkerSpec
+from service.supervisor import Supervisor
 from service.tls.certs import ensure_development_certificate
 from service.tls.mozilla import server_context
+from service.worker_process import WorkerSpec
 
 log = structlog.get_logger("cardvault.serve")
 DEMO_SLUG = "demo"

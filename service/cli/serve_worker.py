@@ -40,8 +40,8 @@ from service.http.health import WORKER_NUMBER
 from service.http.state import SERVICES
 from service.logs import configure_logging
 from service.preflight import Findings
-from service.supervisor import EXIT_REFUSED
 from service.tls import TlsConfigError
+from service.worker_process import EXIT_REFUSED
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 log = structlog.get_logger("cardvault.worker")
