@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from service.tls.mozilla import DEFAULT_SESSION_CACHE_SIZE
+
 ENV_PREFIX = "CARDVAULT_"
 #: Variables that are read elsewhere and are not settings keys.
 ENV_NOT_SETTINGS = frozenset({"CARDVAULT_CONFIG", "CARDVAULT_MASTER_KEY", "CARDVAULT_TEST_CLOCK"})
@@ -50,6 +52,8 @@ class TlsSettings:
     cert_file: Path | None = None
     key_file: Path | None = None
     client_ca_file: Path | None = None
+    #: TLS sessions each serving process keeps for resumption (``service.tls.mozilla.set_session_cache_size``).
+    session_cache_size: int = DEFAULT_SESSION_CACHE_SIZE
 
 
 @dataclass(frozen=True)

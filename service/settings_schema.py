@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
@@ -39,11 +39,25 @@ from service.settings import (
 
 
 class _Section(Schema):
+    """A settings section: loads into ``settings_class``, its ``path_fields`` as ``Path`` (``None`` when unset).
+
+    A section whose dataclass needs more than that overrides ``make``.
+    """
+
     class Meta:
         unknown = RAISE
 
+    settings_class: ClassVar[type]
+    path_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> Any:
+        paths = {name: Path(data[name]) if data[name] else None for name in self.path_fields}
+        return self.settings_class(**{**data, **paths})
+
 
 class ServerSchema(_Section):
+    settings_class = ServerSettings
     host = fields.String(load_default=ServerSettings.host, validate=validate.Length(min=1, max=255))
     port = fields.Integer(load_default=ServerSettings.port, validate=validate.Range(1, 65535))
     plain_http = fields.Boolean(load_default=ServerSettings.plain_http)
@@ -57,27 +71,31 @@ class ServerSchema(_Section):
     shutdown_timeout = fields.Float(load_default=ServerSettings.shutdown_timeout, validate=validate.Range(0, 300))
     workers = fields.Integer(load_default=ServerSettings.workers, validate=validate.Range(1, 64))
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> ServerSettings:
-        return ServerSettings(**data)
-
 
 class TlsSchema(_Section):
+    settings_class = TlsSettings
+    path_fields = frozenset(
+        (
+            "cert_file",
+            "key_file",
+            "client_ca_file",
+        )
+    )
     cert_file = fields.String(load_default=None, allow_none=True)
     key_file = fields.String(load_default=None, allow_none=True)
     client_ca_file = fields.String(load_default=None, allow_none=True)
+    session_cache_size = fields.Integer(
+        load_default=TlsSettings.session_cache_size, validate=validate.Range(0, 1_000_000)
+    )
 
     @validates_schema
     def both_or_neither(self, data: dict[str, Any], **_: Any) -> None:
         if bool(data.get("cert_file")) != bool(data.get("key_file")):
             raise ValidationError("give both cert_file and key_file, or neither", "cert_file")
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> TlsSettings:
-        return TlsSettings(**{k: Path(v) if v else None for k, v in data.items()})
-
 
 class RedisSchema(_Section):
+    settings_class = RedisSettings
     url = fields.String(
         load_default=None,
         allow_none=True,
@@ -104,10 +122,6 @@ class RedisSchema(_Section):
         if wait_ms is not None and wait_ms >= socket_ms:
             raise ValidationError(f"must be below redis.socket_timeout ({socket_ms:.0f} ms)", "wait_timeout_ms")
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> RedisSettings:
-        return RedisSettings(**data)
-
 
 class KeysSchema(_Section):
     master_key_file = fields.String(load_default=None, allow_none=True)
@@ -123,18 +137,17 @@ class KeysSchema(_Section):
 
 
 class TokensSchema(_Section):
+    settings_class = TokenSettings
     cvc_ttl_seconds = fields.Integer(
         load_default=TokenSettings.cvc_ttl_seconds,
         validate=validate.Range(60, 3600, error="must be between 60 and 3600 seconds (PCI: at most an hour)"),
     )
     default_ttl_days = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 3660))
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> TokenSettings:
-        return TokenSettings(**data)
-
 
 class ProcessorsSchema(_Section):
+    settings_class = ProcessorSettings
+    path_fields = frozenset(("ca_file",))
     timeout_seconds = fields.Float(load_default=ProcessorSettings.timeout_seconds, validate=validate.Range(0.1, 120))
     breaker_failures = fields.Integer(load_default=ProcessorSettings.breaker_failures, validate=validate.Range(1, 1000))
     breaker_reset_seconds = fields.Float(
@@ -149,46 +162,35 @@ class ProcessorsSchema(_Section):
     )
     ca_file = fields.String(load_default=None, allow_none=True)
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> ProcessorSettings:
-        return ProcessorSettings(**{**data, "ca_file": Path(data["ca_file"]) if data["ca_file"] else None})
-
 
 class ForwardSchema(_Section):
+    settings_class = ForwardSettings
+    path_fields = frozenset(("ca_file",))
     timeout_seconds = fields.Float(load_default=ForwardSettings.timeout_seconds, validate=validate.Range(0.1, 120))
     max_response_bytes = fields.Integer(
         load_default=ForwardSettings.max_response_bytes, validate=validate.Range(1024, 16 * 1024 * 1024)
     )
     ca_file = fields.String(load_default=None, allow_none=True)
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> ForwardSettings:
-        return ForwardSettings(**{**data, "ca_file": Path(data["ca_file"]) if data["ca_file"] else None})
-
 
 class RedactionSchema(_Section):
+    settings_class = RedactionSettings
     max_body_bytes = fields.Integer(
         load_default=RedactionSettings.max_body_bytes, validate=validate.Range(1024, 16 * 1024 * 1024)
     )
     max_tokens = fields.Integer(load_default=RedactionSettings.max_tokens, validate=validate.Range(1, 1000))
     token_ttl_days = fields.Integer(load_default=RedactionSettings.token_ttl_days, validate=validate.Range(1, 365))
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> RedactionSettings:
-        return RedactionSettings(**data)
-
 
 class CheckoutSchema(_Section):
+    settings_class = CheckoutSettings
     session_ttl_seconds = fields.Integer(
         load_default=CheckoutSettings.session_ttl_seconds, validate=validate.Range(60, 86400)
     )
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> CheckoutSettings:
-        return CheckoutSettings(**data)
-
 
 class StaffSchema(_Section):
+    settings_class = StaffSettings
     public_url = fields.String(
         load_default=None,
         allow_none=True,
@@ -202,17 +204,10 @@ class StaffSchema(_Section):
         load_default=StaffSettings.absolute_timeout_seconds, validate=validate.Range(300, 86400)
     )
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> StaffSettings:
-        return StaffSettings(**data)
-
 
 class AuthSchema(_Section):
+    settings_class = AuthSettings
     cache_seconds = fields.Float(load_default=AuthSettings.cache_seconds, validate=validate.Range(0, 60))
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> AuthSettings:
-        return AuthSettings(**data)
 
 
 def _check_cidr(value: str) -> None:
@@ -264,6 +259,7 @@ def _velocity_limit(default: str) -> fields.String:
 
 
 class VelocitySchema(_Section):
+    settings_class = VelocitySettings
     enabled = fields.Boolean(load_default=VelocitySettings.enabled)
     tokens_per_address = _velocity_limit(VelocitySettings.tokens_per_address)
     tokens_per_key = _velocity_limit(VelocitySettings.tokens_per_key)
@@ -291,12 +287,9 @@ class VelocitySchema(_Section):
         load_default=VelocitySettings.retry_after_seconds, validate=validate.Range(1, 3600)
     )
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> VelocitySettings:
-        return VelocitySettings(**data)
-
 
 class AuditSchema(_Section):
+    settings_class = AuditSettings
     queryable_days = fields.Integer(load_default=AuditSettings.queryable_days, validate=validate.Range(1, 3660))
     retention_days = fields.Integer(load_default=AuditSettings.retention_days, validate=validate.Range(1, 3660))
 
@@ -305,19 +298,12 @@ class AuditSchema(_Section):
         if data["queryable_days"] > data["retention_days"]:
             raise ValidationError("must not be more than retention_days", "queryable_days")
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> AuditSettings:
-        return AuditSettings(**data)
-
 
 class LogSchema(_Section):
+    settings_class = LogSettings
     level = fields.String(
         load_default=LogSettings.level, validate=validate.OneOf(["debug", "info", "warning", "error"])
     )
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> LogSettings:
-        return LogSettings(**data)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -330,6 +316,7 @@ def is_loopback_host(host: str) -> bool:
 
 
 class MetricsSchema(_Section):
+    settings_class = MetricsSettings
     enabled = fields.Boolean(load_default=MetricsSettings.enabled)
     host = fields.String(load_default=MetricsSettings.host, validate=validate.Length(min=1, max=255))
     port = fields.Integer(load_default=MetricsSettings.port, validate=validate.Range(1, 65535))
@@ -345,12 +332,10 @@ class MetricsSchema(_Section):
                 "host",
             )
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> MetricsSettings:
-        return MetricsSettings(**data)
-
 
 class SettingsSchema(_Section):
+    settings_class = Settings
+    path_fields = frozenset(("data_dir",))
     mode = fields.String(load_default="development", validate=validate.OneOf(["development", "production"]))
     data_dir = fields.String(load_default="var", validate=validate.Length(min=1))
     server = fields.Nested(ServerSchema, load_default=lambda: ServerSchema().load({}))
@@ -391,7 +376,3 @@ class SettingsSchema(_Section):
         if server.workers > 1:
             problem = "is served by a single process for now; set server.workers: 1"
             raise ValidationError({"proxy_protocol_port": [problem]}, "proxy")
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> Settings:
-        return Settings(**{**data, "data_dir": Path(data["data_dir"])})

@@ -79,7 +79,9 @@ def tls_context(settings: Settings, findings: Findings) -> ssl.SSLContext | None
     check_certificate_file(settings, cert, findings, now=dt.datetime.now(dt.UTC))
     findings.raise_if_fatal()
     # tls.client_ca_file: mutual TLS with the firewall proxy; no client certificate, no handshake.
-    return server_context(cert, key, client_ca_file=settings.tls.client_ca_file)
+    return server_context(
+        cert, key, client_ca_file=settings.tls.client_ca_file, session_cache_size=settings.tls.session_cache_size
+    )
 
 
 def _is_listen_error(exc: OSError) -> bool:

@@ -64,12 +64,27 @@ INTERMEDIATE_GROUPS: Final = "X25519:P-256:P-384"
 _DH_PARAMS_RESOURCE: Final = "ffdhe2048.pem"
 _SSL_CTRL_SET_GROUPS_LIST: Final = 92  # from <openssl/ssl.h>, stable since OpenSSL 1.1.0
 _KEY_MISMATCH_REASONS: Final = frozenset({"KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"})
+_SSL_CTRL_SET_SESS_CACHE_SIZE: Final = 42  # from <openssl/ssl.h>, as SSL_CTX_sess_set_cache_size expands
+_SSL_CTRL_GET_SESS_CACHE_SIZE: Final = 43
+_SSL_CTRL_SET_SESS_CACHE_MODE: Final = 44
+_SSL_SESS_CACHE_OFF: Final = 0
+
+#: Sessions kept for resumption (OpenSSL's own default); each takes about 1.1 KiB, and a TLS 1.3 handshake
+#: leaves two (one per ticket), so a full cache is about 23 MiB per serving process.
+DEFAULT_SESSION_CACHE_SIZE: Final = 20_480
 
 
-def server_context(cert_file: Path, key_file: Path, *, client_ca_file: Path | None = None) -> ssl.SSLContext:
+def server_context(
+    cert_file: Path,
+    key_file: Path,
+    *,
+    client_ca_file: Path | None = None,
+    session_cache_size: int = DEFAULT_SESSION_CACHE_SIZE,
+) -> ssl.SSLContext:
     """Build a server context with Mozilla's intermediate settings, serving ``cert_file``/``key_file``.
 
     With ``client_ca_file``, clients must present a certificate signed by that CA (mutual TLS).
+    ``session_cache_size`` bounds the sessions kept for resumption (``set_session_cache_size``).
     Raises ``TlsConfigError`` naming the file when a certificate, key or CA file cannot be used.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -82,7 +97,33 @@ def server_context(cert_file: Path, key_file: Path, *, client_ca_file: Path | No
     _load_certificate(context, cert_file, key_file)
     if client_ca_file is not None:
         _require_client_certificates(context, client_ca_file)
+    set_session_cache_size(context, session_cache_size)
     return context
+
+
+def set_session_cache_size(context: ssl.SSLContext, sessions: int) -> None:
+    """Keep at most ``sessions`` TLS sessions for resumption in ``context``'s cache; 0 keeps none.
+
+    Without session tickets (``_set_options``) resumption works from this cache: TLS 1.2 by session
+    id, TLS 1.3 by the stateful tickets it holds, two per handshake.  OpenSSL fills it up to its
+    size whether or not a client ever comes back, then drops the oldest, so its size is memory the
+    process will hold under connection churn: ``tls.session_cache_size`` makes that a choice.
+    Python's ``ssl`` has no setter, so this is ``SSL_CTX_sess_set_cache_size`` (or, for 0,
+    ``SSL_CTX_set_session_cache_mode(SSL_SESS_CACHE_OFF)``) through ctypes, as for the groups.
+    """
+    if sessions < 0:
+        raise TlsConfigError(f"tls.session_cache_size must be 0 or more, not {sessions}")
+    library = _libssl()
+    ssl_ctx = _ssl_ctx_pointer(context, library)
+    ctrl = library["SSL_CTX_ctrl"]
+    ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    ctrl.restype = ctypes.c_long
+    if sessions == 0:
+        ctrl(ssl_ctx, _SSL_CTRL_SET_SESS_CACHE_MODE, _SSL_SESS_CACHE_OFF, None)
+        return
+    ctrl(ssl_ctx, _SSL_CTRL_SET_SESS_CACHE_SIZE, sessions, None)
+    if ctrl(ssl_ctx, _SSL_CTRL_GET_SESS_CACHE_SIZE, 0, None) != sessions:
+        raise TlsConfigError(f"OpenSSL ({ssl.OPENSSL_VERSION}) did not take a session cache of {sessions}")
 
 
 def set_key_exchange_groups(context: ssl.SSLContext, groups: str) -> None:
@@ -127,8 +168,8 @@ def _libssl() -> ctypes.CDLL:
     location = getattr(_ssl, "__file__", None)
     if sys.implementation.name != "cpython" or location is None:
         raise TlsConfigError(
-            f"cannot set key-exchange groups: {sys.implementation.name} {sys.version.split()[0]} has no "
-            "SSLContext.set_groups and no loadable _ssl extension module to reach OpenSSL through"
+            f"cannot reach OpenSSL: {sys.implementation.name} {sys.version.split()[0]} has no loadable _ssl "
+            "extension module to reach it through (key-exchange groups, session cache size)"
         )
     try:
         library = ctypes.CDLL(location)
@@ -143,13 +184,13 @@ def _ssl_ctx_pointer(context: ssl.SSLContext, library: ctypes.CDLL) -> int:
     """Read ``PySSLContext.ctx`` (the field right after ``PyObject_HEAD``) and check it is that context."""
     address = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
     if not address:
-        raise TlsConfigError("cannot set key-exchange groups: the SSLContext has no SSL_CTX")
+        raise TlsConfigError("cannot reach OpenSSL: the SSLContext has no SSL_CTX")
     get_options = library["SSL_CTX_get_options"]
     get_options.argtypes = [ctypes.c_void_p]
     get_options.restype = ctypes.c_uint64
     if get_options(address) != int(context.options):
         raise TlsConfigError(
-            "cannot set key-exchange groups: the SSL_CTX found in the SSLContext does not report the "
+            "cannot reach OpenSSL: the SSL_CTX found in the SSLContext does not report the "
             "context's options, so this Python's ssl module is laid out differently than expected"
         )
     return address

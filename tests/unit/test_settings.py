@@ -69,6 +69,7 @@ class TestErrors:
             ("mode: staging\n", "mode: Must be one of"),
             ("tokens:\n  cvc_ttl_seconds: 7200\n", "tokens.cvc_ttl_seconds: must be between 60 and 3600"),
             ("tls:\n  cert_file: /a.pem\n", "tls.cert_file: give both cert_file and key_file"),
+            ("tls:\n  session_cache_size: -1\n", "tls.session_cache_size: Must be greater than or equal to 0"),
             ("redis:\n  url: http://x\n", "redis.url: must start with"),
             ("keys:\n  master_key: abc\n", "keys.master_key: a master key never goes in a config file"),
             ("- a\n- b\n", "the top level must be a mapping"),
@@ -84,6 +85,11 @@ class TestErrors:
         message = str(caught.value)
         assert expected in message
         assert "\n" not in message
+
+    def test_the_session_cache_size_comes_from_the_environment(self) -> None:
+        settings = load_settings(None, environ={"CARDVAULT_TLS__SESSION_CACHE_SIZE": "64"})
+        assert settings.tls.session_cache_size == 64
+        assert load_settings(None, environ={}).tls.session_cache_size == 20_480
 
     def test_bad_variable_is_named(self) -> None:
         """A bad CARDVAULT_* value names the variable it came from."""
