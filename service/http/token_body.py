@@ -20,7 +20,7 @@ from marshmallow import Schema
 
 from service.domain.redaction import contains_card_number
 from service.domain.tokens import TokenFormat
-from service.http.body import load
+from service.http.body import load_with_fast_path
 from service.http.schemas import METADATA_KEY_MAX, METADATA_MAX_KEYS, METADATA_VALUE_MAX, TokenCreateSchema
 
 TOKEN_CREATE_SCHEMA = TokenCreateSchema()
@@ -94,5 +94,4 @@ def fast_token_create(data: dict[str, Any]) -> dict[str, Any] | None:
 
 def load_token_create(data: dict[str, Any], schema: Schema = TOKEN_CREATE_SCHEMA) -> Any:
     """The loaded body: the fast path's result, or the schema's (with its ValidationFailed)."""
-    fast = fast_token_create(data)
-    return fast if fast is not None else load(schema, data)
+    return load_with_fast_path(fast_token_create, schema, data)
