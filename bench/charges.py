@@ -67,6 +67,7 @@ from common import (
     client_session,
     log,
     machine_info,
+    machine_line,
     mib,
     ms,
     pct,
@@ -519,8 +520,7 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         f"cardvault charges bench: {cfg['connections']} connections, {cfg['duration_s']:g} s per phase after "
         f"{cfg['warmup_s']:g} s warm-up, loop {cfg['loop']}",
-        f"machine: {machine['cpus']} CPU ({machine['cpu']}), {machine['memory_gib']} GiB, Linux {machine['kernel']}, "
-        f"Python {machine['python']}, aiohttp {machine['aiohttp']}",
+        machine_line(machine),
         f"charge: {cfg['amount']} cents {CURRENCY}, card {PUBLIC_TEST_CARD} (public test number), tokens without CVC, "
         f"{cfg['tokens_per_agency']} per agency, "
         + ("a fresh Idempotency-Key each" if cfg["idempotency_keys"] else "no Idempotency-Key"),

@@ -189,6 +189,23 @@ def machine_info() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- redis probe
 
 
+def machine_line(machine: Mapping[str, Any]) -> str:
+    """The report line that says what machine a run was on (``machine_info``)."""
+    return (
+        f"machine: {machine['cpus']} CPU ({machine['cpu']}), {machine['memory_gib']} GiB, Linux {machine['kernel']}, "
+        f"Python {machine['python']}, aiohttp {machine['aiohttp']}"
+    )
+
+
+def token_body_line(cfg: Mapping[str, Any]) -> str:
+    """The report line that says what token body a run sent (``token_body``'s options, as the config records them)."""
+    return (
+        f"body: {cfg['body_bytes']} bytes, card {PUBLIC_TEST_CARD} (public test number)"
+        + (", no CVC" if cfg["no_cvc"] else ", with CVC")
+        + (f", {cfg['metadata_keys']} metadata keys" if cfg["metadata_keys"] else "")
+    )
+
+
 @dataclass
 class RedisProbe:
     """A Redis client used only between phases (INFO), never during the measured load."""
@@ -381,7 +398,7 @@ def spawn_cardvault(
 
     try:
         wait_ready(process, "cardvault serve", log_path, ready, START_TIMEOUT)
-    except BenchError:
+    except BaseException:  # a failed start, or Ctrl-C while waiting: nothing left running
         terminate(process, "cardvault serve")
         raise
     key = json.loads(keys_file.read_text(encoding="utf-8"))["secret_key"]

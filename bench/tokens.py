@@ -37,7 +37,6 @@ import aiohttp
 import redis
 from common import (
     BUSY_MACHINE,
-    PUBLIC_TEST_CARD,
     REPO_ROOT,
     START_TIMEOUT,
     BenchError,
@@ -52,6 +51,7 @@ from common import (
     https_status,
     log,
     machine_info,
+    machine_line,
     mib,
     ms,
     pct,
@@ -62,6 +62,7 @@ from common import (
     spawn_cardvault,
     terminate,
     token_body,
+    token_body_line,
     uvloop,
     wait_ready,
     workspace,
@@ -143,7 +144,7 @@ def spawn_redis(workdir: Path, unix_socket: bool) -> tuple[subprocess.Popen[byte
 
     try:
         wait_ready(process, "reference redis-server", directory / "redis.log", ready, START_TIMEOUT)
-    except BenchError:
+    except BaseException:  # a failed start, or Ctrl-C while waiting: nothing left running
         terminate(process, "reference redis-server")
         raise
     return process, probe, log_path
@@ -169,7 +170,7 @@ def spawn_reference(workdir: Path, reference: Path, cert: Path, key: Path, unix_
             lambda: https_status(base_url, "/v1/tokens/tok_missing", context) == 404,
             START_TIMEOUT,
         )
-    except BenchError:
+    except BaseException:  # a failed start, or Ctrl-C while waiting: nothing left running
         terminate(process, "reference app")
         terminate(redis_process, "reference redis-server")
         raise
@@ -405,11 +406,8 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         f"cardvault bench: {cfg['connections']} connections, {load} per phase after {cfg['warmup_s']:g} s warm-up, "
         f"loop {cfg['loop']}, generator {cfg.get('generator', 'aiohttp')}",
-        f"machine: {machine['cpus']} CPU ({machine['cpu']}), {machine['memory_gib']} GiB, Linux {machine['kernel']}, "
-        f"Python {machine['python']}, aiohttp {machine['aiohttp']}",
-        f"body: {cfg['body_bytes']} bytes, card {PUBLIC_TEST_CARD} (public test number)"
-        + (", no CVC" if cfg["no_cvc"] else ", with CVC")
-        + (f", {cfg['metadata_keys']} metadata keys" if cfg["metadata_keys"] else ""),
+        machine_line(machine),
+        token_body_line(cfg),
         "",
     ]
     header = (
