@@ -8,6 +8,7 @@ rest of the code raises what happened and never thinks about status codes::
     ├── KeyringError             master key missing or wrong, data key unusable
     │   └── DecryptionFailed     a ciphertext failed authentication
     ├── StoreUnavailable         Redis unreachable or refusing writes   -> 503
+    │   └── StoreRefused         Redis answered "no": nothing was applied
     ├── OperatorError            a CLI request that cannot be done (unknown agency, slug taken)
     └── ApiError                 the client's request cannot be served   -> 4xx (5xx: an upstream failed)
         ├── MalformedRequest     not JSON, not an object                 -> 400
@@ -55,6 +56,14 @@ class OperatorError(CardvaultError):
 
 class StoreUnavailable(CardvaultError):
     """Redis cannot be reached or refuses the write; the client may retry."""
+
+
+class StoreRefused(StoreUnavailable):
+    """Redis answered the command with a refusal (out of memory, read-only, a slot moving...): it was not applied.
+
+    Unlike a lost connection or a timeout, after which the command may or may not have run, this
+    is certain, so a step taken before it in the same request can be put back.
+    """
 
 
 @dataclass(frozen=True)

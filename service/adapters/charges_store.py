@@ -38,7 +38,7 @@ from service.adapters.durability import NotDurable
 from service.adapters.redis_base import cvc_key, data_prefix, get_many, is_cluster, redis_errors, shard_of, token_key
 from service.adapters.velocity_store import GatedScript
 from service.domain.velocity import GatePlan
-from service.errors import StoreUnavailable
+from service.errors import StoreRefused, StoreUnavailable
 
 _START_CHARGE_LUA = """
 -- KEYS: charge, token, cvc, order index (or '').  ARGV: charge JSON, charge id.
@@ -184,7 +184,9 @@ class ChargeStore:
                 if _outcome(claimed) == "exists":
                     return _started(claimed)
                 taken = await self._take_card(keys=[token_key(agency_id, token_id), cvc_key(agency_id, token_id)])
-        except NotDurable:
+        except (NotDurable, StoreRefused):
+            # Refused (a slot moving, out of memory...): the card was not taken, so the claim goes and the
+            # retry with the same key starts afresh. After a lost connection it stays: the take may have run.
             await self._undo_start(agency_id, charge_id, record, None)
             raise
         if _outcome(taken) == "no_token":

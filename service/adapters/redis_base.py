@@ -31,8 +31,8 @@ import redis.asyncio as redis
 import redis.exceptions as redis_exc
 from redis.asyncio.cluster import RedisCluster
 
-from service.adapters.redis_failures import unavailable_reason
-from service.errors import StoreUnavailable
+from service.adapters.redis_failures import applied_nothing, unavailable_reason
+from service.errors import StoreRefused, StoreUnavailable
 
 SYSTEM_KEY = "cv:system"
 AGENCIES_KEY = "cv:{cv}:agencies"
@@ -123,15 +123,15 @@ def api_key_key(key_hash: str) -> str:
 
 @contextlib.contextmanager
 def redis_errors() -> Iterator[None]:
-    """Turn Redis trouble into StoreUnavailable (with the reason, see redis_failures); let programming errors
-    through."""
+    """Turn Redis trouble into StoreUnavailable (with the reason, see redis_failures), StoreRefused when the
+    server's answer says the command was not applied; let programming errors through."""
     try:
         yield
     except (redis_exc.RedisError, redis_exc.RedisClusterException) as exc:  # the latter is no RedisError
         reason = unavailable_reason(exc)
         if reason is None:
             raise
-        raise StoreUnavailable(f"Redis: {reason}") from None
+        raise (StoreRefused if applied_nothing(exc) else StoreUnavailable)(f"Redis: {reason}") from None
 
 
 def text_of(value: bytes | str) -> str:

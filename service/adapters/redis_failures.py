@@ -21,6 +21,9 @@ _READ_ONLY = (
 )
 
 NOT_A_CLUSTER_URL = "the server is a Redis Cluster node: redis.url must be a redis+cluster:// URL naming its nodes"
+REDIRECTED_TOO_OFTEN = (
+    "the cluster redirected the command too many times in a row (a slot is moving); nothing was applied"
+)
 NOT_A_CLUSTER = "redis.url is a redis+cluster:// URL but the server is not in cluster mode: use redis://"
 
 #: Error codes (the first word of the server's reply) that mean the store refuses for now.
@@ -52,6 +55,12 @@ def _reply_code(exc: redis_exc.RedisError) -> str | None:
     return None
 
 
+def applied_nothing(exc: BaseException) -> bool:
+    """Whether ``exc`` is the server's refusal of the command (an error reply, or redis-py giving up after
+    redirections), so that the command was certainly not applied; not so after a lost connection or a timeout."""
+    return isinstance(exc, redis_exc.ResponseError | redis_exc.ClusterError | redis_exc.AuthenticationError)
+
+
 def unavailable_reason(exc: BaseException) -> str | None:
     """A reason when ``exc`` means the store cannot take the command now; None for a bug."""
     from redis.asyncio.sentinel import MasterNotFoundError
@@ -75,6 +84,10 @@ def unavailable_reason(exc: BaseException) -> str | None:
     if isinstance(exc, redis_exc.MovedError | redis_exc.AskError):
         # Only a client that is not cluster-aware ever sees these (the cluster client follows them).
         return NOT_A_CLUSTER_URL
+    if isinstance(exc, redis_exc.ClusterError) and _reply_code(exc) is None:
+        # redis-py's "TTL exhausted": every try was redirected (MOVED, ASK) or refused (TRYAGAIN), so
+        # none applied the command. It happens while a slot moves; ClusterDownError carries its code.
+        return REDIRECTED_TOO_OFTEN
     if isinstance(exc, redis_exc.RedisClusterException):
         if "Cluster mode is not enabled" in str(exc):
             return NOT_A_CLUSTER

@@ -22,7 +22,7 @@ import redis.cluster
 from service import rekey
 from service.adapters.cluster import parse_cluster_url
 from service.adapters.forward_store import ForwardStore
-from service.adapters.redis_base import agency_data_pattern, cvc_key, data_tag, shard_of
+from service.adapters.redis_base import agency_data_pattern, cvc_key, data_tag, shard_of, token_key
 from service.adapters.redis_client import make_client
 from service.errors import ConfigError
 from service.settings import RedisSettings
@@ -162,6 +162,47 @@ class TestReshardingUnderLoad:
         assert retry_problems == [], retry_problems[:5]
         assert result.acknowledged["fault"] > 0, result.summary()
         assert result.acknowledged["after"] > 0, result.summary()
+
+    async def test_a_charge_caught_in_a_half_moved_slot_is_a_quick_503_and_its_retry_charges_once(
+        self, app_for: AppFactory, cluster: RedisClusterTopology
+    ) -> None:
+        """The token's record has moved to the new master, its CVC not yet: every try of the charge's take is
+        redirected or told TRYAGAIN until redis-py gives up ("TTL exhausted"). That is a quick 503 naming the
+        moving slot, never a 500; once the slot has moved, the retry with the same key charges, and only once."""
+        client = await app_for(cluster.url, redis__socket_timeout=2)
+        await until_ready(client)
+        agency = await create_agency(client)
+        tokenized = await client.post("/v1/tokens", json=CARD, headers=agency.auth)
+        token = (await tokenized.json())["id"]
+        slot = redis.cluster.key_slot(token_key(agency.id, token).encode())
+        assert redis.cluster.key_slot(cvc_key(agency.id, token).encode()) == slot
+        target = next(node for node in cluster.nodes if node is not cluster.owner(slot))
+        source = await asyncio.to_thread(cluster.begin_moving_slot, slot, target)
+        try:
+            await asyncio.to_thread(cluster.migrate_keys, source, target, [token_key(agency.id, token)])
+            charge = {"token": token, "amount": 1250, "order_reference": "half-moved"}
+            headers = {**agency.auth, "Idempotency-Key": "half-moved-1"}
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            refused = await client.post("/v1/charges", json=charge, headers=headers)
+            problem = await refused.json()
+            elapsed = loop.time() - started
+            print(f"\n[half-moved slot] charge answered {refused.status} in {elapsed:.2f} s")
+            assert refused.status == 503, problem
+            assert elapsed < BOUND
+            assert problem["code"] == "store_unavailable", problem
+            ready = await (await client.get("/readyz")).json()
+            assert ready["status"] == "ready", ready  # a slot in motion is no outage
+        finally:
+            await asyncio.to_thread(cluster.finish_moving_slot, slot, source, target)
+        retried = await client.post("/v1/charges", json=charge, headers=headers)
+        assert retried.status == 201, await retried.text()
+        charged = await retried.json()
+        replayed = await client.post("/v1/charges", json=charge, headers=headers)
+        assert (replayed.status, (await replayed.json())["id"]) == (201, charged["id"])
+        listed = await client.get("/v1/charges", params={"order_reference": "half-moved"}, headers=agency.auth)
+        succeeded = [c for c in (await listed.json())["data"] if c["status"] == "succeeded"]
+        assert [c["id"] for c in succeeded] == [charged["id"]]
 
 
 class TestForwardAcrossShards:

@@ -404,19 +404,34 @@ class RedisClusterTopology:
 
         Returns how many keys moved.  Clients see ASK then MOVED redirections meanwhile.
         """
-        source = self.owner(slot)
-        if source is target:
+        if self.owner(slot) is target:
             return 0
+        source = self.begin_moving_slot(slot, target)
+        return self.finish_moving_slot(slot, source, target)
+
+    def begin_moving_slot(self, slot: int, target: RedisServer) -> RedisServer:
+        """Mark ``slot`` IMPORTING on ``target`` and MIGRATING on its owner, which is returned; no key moves yet."""
+        source = self.owner(slot)
+        assert source is not target, "the slot is already on the target"
         source_id, target_id = self.node_id(source), self.node_id(target)
         target.client().execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
         source.client().execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+        return source
+
+    @staticmethod
+    def migrate_keys(source: RedisServer, target: RedisServer, keys: list[bytes] | list[str]) -> None:
+        source.client().execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+
+    def finish_moving_slot(self, slot: int, source: RedisServer, target: RedisServer) -> int:
+        """Migrate the keys still on ``source`` and give the slot to ``target`` everywhere; how many keys moved."""
         moved = 0
         while True:
             keys = source.client().execute_command("CLUSTER GETKEYSINSLOT", slot, 100)
             if not keys:
                 break
-            source.client().execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            self.migrate_keys(source, target, keys)
             moved += len(keys)
+        target_id = self.node_id(target)
         for node in (target, source, *[n for n in self.nodes if n not in (source, target)]):
             node.client().execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
         return moved
