@@ -13,12 +13,14 @@ is all or nothing: if any CVC is gone by then, none is taken.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as redis
 
 from service.adapters.redis_base import cvc_key, is_cluster, redis_errors, shard_of, token_key
+from service.errors import StoreUnavailable
 
 _LOAD_LUA = """
 -- KEYS: token keys (ARGV[1] of them), then CVC keys.
@@ -97,8 +99,14 @@ class ForwardStore:
         """Read and delete the CVCs of ``token_ids``, all or none, in one round trip (one per shard on a cluster)."""
         taken: dict[str, tuple[bytes, int]] = {}
         for group in self._groups(token_ids):
-            with redis_errors():
-                reply = await self._take(keys=[cvc_key(agency_id, t) for t in group])
+            try:
+                with redis_errors():
+                    reply = await self._take(keys=[cvc_key(agency_id, t) for t in group])
+            except StoreUnavailable:
+                # The forward will not go out: what earlier shards gave up goes back, if Redis takes it.
+                with contextlib.suppress(StoreUnavailable):
+                    await self._put_back(agency_id, taken)
+                raise
             if int(reply[0]) == 0:
                 await self._put_back(agency_id, taken)
                 return TakenCvcs({}, missing=group[int(reply[1]) - 1])

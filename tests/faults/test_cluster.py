@@ -24,7 +24,7 @@ from service.adapters.cluster import parse_cluster_url
 from service.adapters.forward_store import ForwardStore
 from service.adapters.redis_base import agency_data_pattern, cvc_key, data_tag, shard_of, token_key
 from service.adapters.redis_client import make_client
-from service.errors import ConfigError
+from service.errors import ConfigError, StoreRefused
 from service.settings import RedisSettings
 from tests.cli import test_keys_cli as keys_cli
 from tests.conftest import LeakSources, create_agency
@@ -232,6 +232,38 @@ class TestForwardAcrossShards:
             assert taken.missing is None
             assert set(taken.blobs) == set(ids)
             assert [await client.exists(cvc_key("agy_forward", t)) for t in ids] == [0, 0, 0]
+        finally:
+            await client.aclose()
+
+    async def test_a_shard_refused_while_its_slot_moves_puts_back_what_earlier_shards_gave(
+        self, cluster: RedisClusterTopology
+    ) -> None:
+        """One CVC in shard A, two in shard B whose slot is half moved (one CVC on each master): A's CVC is
+        taken, B's take is refused (503), and A's CVC is back with its time left; after the move all are taken."""
+        client = make_client(cluster.url, RedisSettings())
+        agency = "agy_forward_moving"
+        try:
+            store = ForwardStore(client)
+            candidates = [f"tok_moving_{n}" for n in range(1000)]
+            first = candidates[0]
+            second = next(t for t in candidates if shard_of(t) != shard_of(first))
+            third = next(t for t in candidates if t != second and shard_of(t) == shard_of(second))
+            ids = [first, second, third]
+            for token_id in ids:
+                await client.set(cvc_key(agency, token_id), b"sealed", px=60_000)
+            slot = redis.cluster.key_slot(cvc_key(agency, second).encode())
+            target = next(node for node in cluster.nodes if node is not cluster.owner(slot))
+            source = await asyncio.to_thread(cluster.begin_moving_slot, slot, target)
+            try:
+                await asyncio.to_thread(cluster.migrate_keys, source, target, [cvc_key(agency, second)])
+                with pytest.raises(StoreRefused):
+                    await store.take_cvcs(agency, ids)
+            finally:
+                await asyncio.to_thread(cluster.finish_moving_slot, slot, source, target)
+            assert await client.get(cvc_key(agency, first)) == b"sealed"
+            assert 0 < await client.pttl(cvc_key(agency, first)) <= 60_000
+            taken = await store.take_cvcs(agency, ids)
+            assert (taken.missing, set(taken.blobs)) == (None, set(ids))
         finally:
             await client.aclose()
 
